@@ -1,0 +1,147 @@
+"""Results files with provenance: JSON (everything) and a markdown table (for people), written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+_PACKAGES = ("imdad-jax", "jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn", "scipy")
+
+
+def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command, git commit (and whether the tree was dirty), package versions, device, time."""
+    import jax
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    versions = {}
+    for p in _PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    devs = jax.devices()
+    return {
+        "command": " ".join(argv if argv is not None else sys.argv),
+        "git_commit": git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "backend": jax.default_backend(),
+        "devices": f"{len(devs)} x {devs[0].device_kind}",
+        "cpu_count": os.cpu_count(),
+        "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    vals = [v * scale for v in values if v is not None and np.isfinite(v)]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}"
+
+
+def per_class_table(runs: list[dict[str, Any]], class_names: Sequence[str] | None = None,
+                    paper: Sequence[float] | None = None) -> str:
+    """Markdown table, one row per normal class (mean ± std over seeds), with the paper's AUC beside ours."""
+    classes = sorted({r["normal_class"] for r in runs})
+    head = ("| class | name | AUC % (ours) | AUC % (paper) | R² | ρ² | ‖c‖ | normals out (bound) "
+            "| anomalies in (bound) | runs | diverged |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    ours_all, paper_all = [], []
+    for k in classes:
+        rs = [r for r in runs if r["normal_class"] == k]
+        ok = [r for r in rs if not r["diverged"]]
+        aucs = [r["auc"] for r in ok]
+        ours_all.append(np.mean([a for a in aucs if a is not None]) * 100 if any(a is not None for a in aucs)
+                        else np.nan)
+        p = paper[k] if paper is not None and k < len(paper) else None
+        if p is not None:
+            paper_all.append(p)
+        name = class_names[k] if class_names is not None and k < len(class_names) else str(k)
+        lines.append(
+            f"| {k} | {name} | {_fmt(aucs, 100)} | {p if p is not None else 'n/a'} "
+            f"| {_fmt([r['radius2'] for r in ok], digits=3)} | {_fmt([r['margin2'] for r in ok], digits=3)} "
+            f"| {_fmt([r['center_norm'] for r in ok], digits=3)} "
+            f"| {_fmt([r['frac_normals_out'] for r in ok], digits=3)} ({rs[0]['bound_normals_out']:.3f}) "
+            f"| {_fmt([r['frac_anomalies_in'] for r in ok], digits=3)} ({rs[0]['bound_anomalies_in']:.3f}) "
+            f"| {len(rs)} | {sum(r['diverged'] for r in rs)} |")
+    mean_ours = np.nanmean(ours_all) if ours_all else np.nan
+    mean_paper = (f"{np.mean(paper_all):.2f}" if len(paper_all) == len(classes) and paper_all else "n/a")
+    lines.append(f"| **mean** | | **{mean_ours:.2f}** | {mean_paper} | | | | | | {len(runs)} "
+                 f"| {sum(r['diverged'] for r in runs)} |")
+    return "\n".join(lines)
+
+
+def diverged_note(runs: list[dict[str, Any]]) -> str:
+    bad = [r for r in runs if r["diverged"]]
+    if not bad:
+        return ""
+    ids = ", ".join(f"class {r['normal_class']} seed {r['seed']}" for r in bad)
+    return (f"\n**{len(bad)} run(s) diverged** (non-finite loss or parameters; excluded from the means): {ids}. "
+            "Lower --lr or check the inputs.\n")
+
+
+def write_results(out_dir: str | os.PathLike, stem: str, record: dict[str, Any], table: str) -> tuple[Path, Path]:
+    """``{stem}.json`` (config, provenance, per-run records, history) and ``{stem}.md`` (the table + how it was made)."""
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    atomic_write(json_path, json.dumps(record, indent=1, default=_json_default) + "\n")
+    prov, t, cfg = record["provenance"], record["timing"], record["config"]
+    md = [f"# {stem}", "", table, diverged_note(record["runs"]), "",
+          f"- command: `{prov['command']}`",
+          f"- commit: `{prov['git_commit']}`{' (uncommitted changes)' if prov['git_dirty'] else ''}",
+          f"- device: {prov['devices']} ({prov['backend']}, {prov['cpu_count']} CPU cores), {prov['platform']}",
+          f"- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
+          f"- wall time: {t['total_s']:.1f} s (train {t['train_s']:.1f} s incl. compile, eval {t['eval_s']:.1f} s); "
+          f"strategy {t['strategy']}/{t['epoch_mode']}; {t['steps_per_epoch']} steps/epoch",
+          f"- schedule: preset `{cfg['preset']}`, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}, "
+          f"milestones {cfg['milestones_epochs']} (x{cfg['gamma']}), weight decay {cfg['weight_decay']}",
+          f"- IMD-AD: nu {cfg['nu']}, nu1 {cfg['nu1']}, nu2 {cfg['nu2']}, dual step {cfg['dual_lr']}, "
+          f"margin `{cfg['margin_param']}`, center `{cfg['center_constraint']}`; arch {cfg['arch']} "
+          f"conv {cfg['conv_features']} dense {cfg['dense_features']}",
+          f"- finished: {prov['utc']}", ""]
+    atomic_write(md_path, "\n".join(md))
+    return json_path, md_path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,130 @@
+"""IMD-AD: the maximum-margin hypersphere objective, its Lagrangian, dual ascent and score.
+
+Primal (per run, minibatch form; ``s = d - R^2`` is the head's output)::
+
+    J = R^2 - nu rho^2 + 1/nu1 mean_{normals} max(0, s) + 1/nu2 mean_{anomalies} max(0, rho^2 - s)
+
+The encoder's L2 term ``lambda/2 ||W||^2`` is applied by the optimizer (coupled weight decay,
+as PyTorch's ``Adam(weight_decay=...)`` does), so it is not repeated here.
+
+Lagrangian::
+
+    L = J + mu_h h(w) [+ kappa/2 h(w)^2] - mu_R R^2 - mu_rho rho^2,   h(w) = ||w||^2/4 - 1
+
+``center_constraint`` picks how ``||c|| = 1`` is held:
+  * ``"projection"`` (default): ``w <- 2 w / ||w||`` after every step; exact, so mu_h stays 0.
+  * ``"multiplier"``: the paper's plain Lagrangian, ``mu_h <- mu_h + eta h``.
+  * ``"augmented"``: multiplier plus the quadratic penalty ``kappa/2 h^2``.
+``docs/method.md`` gives the measurement behind the default.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from imdad_jax.models.head import sphere_geometry
+
+CENTER_CONSTRAINTS = ("projection", "multiplier", "augmented")
+HYPERPARAMS = ("nu", "nu1", "nu2", "dual_lr")
+
+
+class Options(NamedTuple):
+    """Static choices (they change the compiled program); per-run numbers live in ``hp``."""
+
+    margin_param: str = "softplus"
+    center_constraint: str = "projection"
+    kappa: float = 10.0
+
+
+def init_duals() -> dict[str, jnp.ndarray]:
+    """Dual variables of one run: mu_h is free in sign, mu_R and mu_rho are >= 0."""
+    z = jnp.zeros((), jnp.float32)
+    return {"mu_h": z, "mu_R": z, "mu_rho": z}
+
+
+def lagrangian(params: Any, model: nn.Module, batch: Mapping[str, jnp.ndarray], hp: Mapping[str, jnp.ndarray],
+               duals: Mapping[str, jnp.ndarray], opts: Options) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The Lagrangian on one minibatch (``batch["y"]``: 0 normal, 1 labelled anomaly) and its diagnostics."""
+    s = model.apply(params, batch["x"])
+    head = params["params"]["head"]
+    geom = sphere_geometry(head, opts.margin_param)
+    r2, rho2 = geom.radius2, geom.margin2
+    anom = batch["y"].astype(s.dtype)
+    norm = 1.0 - anom
+    n_cnt = jnp.maximum(norm.sum(), 1.0)
+    a_cnt = jnp.maximum(anom.sum(), 1.0)
+    hinge_n = jnp.sum(jax.nn.relu(s) * norm) / n_cnt
+    hinge_a = jnp.sum(jax.nn.relu(rho2 - s) * anom) / a_cnt
+    primal = r2 - hp["nu"] * rho2 + hinge_n / hp["nu1"] + hinge_a / hp["nu2"]
+    h = jnp.sum(head["w"] ** 2) / 4.0 - 1.0
+    lag = primal - duals["mu_R"] * r2 - duals["mu_rho"] * rho2
+    if opts.center_constraint in ("multiplier", "augmented"):
+        lag = lag + duals["mu_h"] * h
+    if opts.center_constraint == "augmented":
+        lag = lag + 0.5 * opts.kappa * h * h
+    aux = {
+        "loss": primal,
+        "radius2": r2,
+        "margin2": rho2,
+        "h": h,
+        # Batch estimates of the nu-property fractions (the exact ones are computed on the
+        # whole training set after training, in imdad_jax.evaluate).
+        "frac_normals_out": jnp.sum((s > 0) * norm) / n_cnt,
+        "frac_anomalies_in": jnp.sum((s < rho2) * anom) / a_cnt,
+    }
+    return lag, aux
+
+
+def dual_update(duals: Mapping[str, jnp.ndarray], aux: Mapping[str, jnp.ndarray], hp: Mapping[str, jnp.ndarray],
+                opts: Options) -> dict[str, jnp.ndarray]:
+    """Projected gradient ascent on the duals (dL/dmu is the constraint value)."""
+    eta = hp["dual_lr"]
+    mu_h = duals["mu_h"]
+    if opts.center_constraint in ("multiplier", "augmented"):
+        mu_h = mu_h + eta * aux["h"]
+    mu_rho = duals["mu_rho"]
+    if opts.margin_param == "raw":
+        mu_rho = jnp.maximum(0.0, mu_rho - eta * aux["margin2"])
+    return {"mu_h": mu_h, "mu_R": jnp.maximum(0.0, duals["mu_R"] - eta * aux["radius2"]), "mu_rho": mu_rho}
+
+
+def project(params: Any, opts: Options) -> Any:
+    """Primal projection applied after the optimizer step (``||c|| = 1`` in projection mode)."""
+    if opts.center_constraint != "projection":
+        return params
+    head = dict(params["params"]["head"])
+    w = head["w"]
+    head["w"] = 2.0 * w / jnp.linalg.norm(w)
+    return {**params, "params": {**params["params"], "head": head}}
+
+
+def score(params: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
+    """Anomaly score ``d(x) - (R^2 + rho^2/2)``: positive means anomaly.
+
+    The decision boundary sits halfway (in squared distance) between the inner and the outer
+    sphere, so it stays meaningful even if R^2 binds at 0.
+    """
+    s = model.apply(params, x)
+    rho2 = sphere_geometry(params["params"]["head"], opts.margin_param).margin2
+    return s - rho2 / 2.0
+
+
+def signed_distance(params: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
+    """``d(x) - R^2``, the head's raw output (used for the nu-property fractions)."""
+    return model.apply(params, x)
+
+
+def validate_hp(hp: Mapping[str, Any]) -> None:
+    """nu, nu1, nu2 in (0, 1]; dual_lr > 0. Raises ValueError naming the bad value and the fix."""
+    import numpy as np
+
+    for name in ("nu", "nu1", "nu2"):
+        v = np.asarray(hp[name], dtype=float)
+        if not np.all((v > 0) & (v <= 1)):
+            raise ValueError(f"{name} must lie in (0, 1], got {v.tolist()}; pass e.g. --{name}=0.1")
+    v = np.asarray(hp["dual_lr"], dtype=float)
+    if not np.all(v > 0):
+        raise ValueError(f"dual_lr must be > 0, got {v.tolist()}; pass e.g. --dual_lr=0.1")

@@ -1,0 +1,217 @@
+"""Train many runs of one objective at once: the run-axis engine.
+
+Two strategies, chosen per backend (``resolve_strategy``), same numbers up to float rounding:
+
+* ``vmap``: ``jax.jit(jax.vmap(step))`` over the stacked state, the run axis sharded over all
+  devices; an epoch is one ``lax.scan`` (``epoch_mode="scan"``) or a Python loop of jitted
+  steps (``"steps"``). The fast path on GPU/TPU.
+* ``loop``: one jitted single-run step, the runs taken in turn within each epoch. On XLA:CPU a
+  vmapped per-run convolution lowers to a grouped convolution that runs ~11x slower than R
+  separate ones (``benchmarks/bench_strategies.py``), so this is the CPU default.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imdad_jax.train import sharding as shd
+from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, plan_batches
+
+STRATEGIES = ("auto", "vmap", "loop")
+EPOCH_MODES = ("auto", "scan", "steps")
+
+
+def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: str | None = None) -> tuple[str, str]:
+    """Pick (strategy, epoch_mode): vmap + scan on accelerators, loop + steps on CPU, unless overridden."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if epoch_mode not in EPOCH_MODES:
+        raise ValueError(f"epoch_mode must be one of {EPOCH_MODES}, got {epoch_mode!r}")
+    backend = backend or jax.default_backend()
+    on_cpu = backend == "cpu"
+    if strategy == "auto":
+        strategy = "loop" if on_cpu else "vmap"
+    if epoch_mode == "auto":
+        epoch_mode = "steps" if on_cpu else "scan"
+    return strategy, epoch_mode
+
+
+@dataclass
+class RunData:
+    """Training data shared by R runs: one array, per-run index pools into it (padded)."""
+
+    x: np.ndarray  # (N, ...) float32
+    normal_pool: np.ndarray  # (R, Pn) int32
+    n_valid: np.ndarray  # (R,)
+    anomaly_pool: np.ndarray  # (R, Pa) int32
+    m_valid: np.ndarray  # (R,)
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.normal_pool.shape[0])
+
+
+@dataclass
+class FitResult:
+    """Stacked final state (leading axis R), per-epoch diagnostics (epochs, R) and timing."""
+
+    state: Any
+    history: dict[str, np.ndarray]
+    diverged: np.ndarray  # (R,) bool: non-finite loss or parameters at some epoch
+    strategy: str
+    epoch_mode: str
+    plan: BatchPlan
+    compile_s: float = 0.0
+    train_s: float = 0.0
+    epoch_s: list[float] = field(default_factory=list)
+
+
+def _pad_runs(tree: Any, r_pad: int) -> Any:
+    def pad(a):
+        a = np.asarray(a)
+        extra = r_pad - a.shape[0]
+        return a if extra == 0 else np.concatenate([a, np.repeat(a[-1:], extra, axis=0)], axis=0)
+    return jax.tree.map(pad, tree)
+
+
+def _finite(tree: Any) -> jnp.ndarray:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
+        keys: np.ndarray, *, epochs: int, batch_size: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
+        strategy: str = "auto", epoch_mode: str = "auto", devices: list | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> FitResult:
+    """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
+
+    ``hp``: per-run arrays (R,) for the optimizer (lr, weight_decay) and the objective.
+    ``keys``: (R, 2) uint32 PRNG keys, one per run; a run's numbers depend only on its own key,
+    data and hyperparameters, not on which runs share the program.
+    ``milestones``: learning-rate milestones in epochs (MultiStepLR), rate times ``gamma`` at each.
+    ``steps_per_epoch`` caps the steps of an epoch (for timing probes and tiny tests).
+    ``callback(epoch, epoch_means, elapsed_s)`` is called after every epoch with per-run means.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    strategy, epoch_mode = resolve_strategy(strategy, epoch_mode)
+    n_runs = data.n_runs
+    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()), batch_size)
+    if steps_per_epoch is not None:
+        plan = plan._replace(steps=max(1, min(plan.steps, int(steps_per_epoch))))
+    milestone_steps = tuple(int(m) * plan.steps for m in milestones)
+    labels = plan.labels
+    step = make_train_step(model, objective, opts, milestone_steps, gamma, labels)
+    init = functools.partial(init_run, model=model, objective=objective, milestones=milestone_steps, gamma=gamma)
+    begin = functools.partial(begin_epoch, plan=plan)
+    hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
+    pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
+             data.anomaly_pool.astype(np.int32), data.m_valid.astype(np.int32))
+    sample_x = jnp.asarray(data.x[:1])
+
+    t0 = time.perf_counter()
+    history: list[dict[str, np.ndarray]] = []
+    diverged = np.zeros(n_runs, bool)
+    epoch_times: list[float] = []
+
+    if strategy == "vmap":
+        mesh = shd.run_mesh(devices)
+        r_pad = shd.padded_runs(n_runs, mesh.devices.size)
+        rs, rep = shd.run_sharding(mesh), shd.replicated(mesh)
+        put = lambda t: jax.device_put(_pad_runs(t, r_pad), rs)  # noqa: E731
+        x_dev = jax.device_put(jnp.asarray(data.x), rep)
+        pools_d = put(pools)
+        state = jax.jit(jax.vmap(init, in_axes=(0, 0, None)), out_shardings=rs)(put(keys), put(hp), sample_x)
+        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
+        acc0 = jax.device_put(jax.tree.map(lambda z: jnp.zeros((r_pad,) + z.shape, z.dtype),
+                                           _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
+        begin_v = jax.jit(jax.vmap(begin), out_shardings=rs)
+        vstep = jax.vmap(step, in_axes=(0, 0, None, 0))
+        if epoch_mode == "scan":
+            def epoch_fn(state, acc, x_all, idx):
+                def body(carry, idx_t):
+                    return vstep(*carry, x_all, idx_t), None
+                (state, acc), _ = jax.lax.scan(body, (state, acc), jnp.swapaxes(idx, 0, 1))
+                return state, acc
+            run_epoch_c = jax.jit(epoch_fn, donate_argnums=(0, 1), out_shardings=(rs, rs))
+            run_epoch = lambda st, ac, idx: run_epoch_c(st, ac, x_dev, idx)  # noqa: E731
+        else:
+            vstep_c = jax.jit(vstep, donate_argnums=(0, 1), out_shardings=(rs, rs))
+
+            def run_epoch(st, ac, idx):
+                for t in range(plan.steps):
+                    st, ac = vstep_c(st, ac, x_dev, idx[:, t])
+                return st, ac
+        finite_v = jax.jit(jax.vmap(lambda s, a: _finite((s.params, a))))
+        for ep in range(epochs):
+            te = time.perf_counter()
+            state, idx = begin_v(state, *pools_d)
+            state, acc = run_epoch(state, jax.tree.map(jnp.zeros_like, acc0), idx)
+            means = {k: np.asarray(v)[:n_runs] / plan.steps for k, v in acc.items()}
+            diverged |= ~np.asarray(finite_v(state, acc))[:n_runs]
+            history.append(means)
+            epoch_times.append(time.perf_counter() - te)
+            if callback:
+                callback(ep, means, time.perf_counter() - t0)
+        final = jax.tree.map(lambda a: a[:n_runs], state)
+    else:
+        init_c = jax.jit(init)
+        begin_c = jax.jit(begin)
+        if epoch_mode == "scan":
+            def epoch_fn(state, acc, x_all, idx):
+                (state, acc), _ = jax.lax.scan(lambda c, i: (step(*c, x_all, i), None), (state, acc), idx)
+                return state, acc
+            run_epoch_c = jax.jit(epoch_fn, donate_argnums=(0, 1))
+            run_one = lambda st, ac, idx: run_epoch_c(st, ac, x_dev, idx)  # noqa: E731
+        else:
+            step_c = jax.jit(step, donate_argnums=(0, 1))
+
+            def run_one(st, ac, idx):
+                for t in range(plan.steps):
+                    st, ac = step_c(st, ac, x_dev, idx[t])
+                return st, ac
+        finite_c = jax.jit(lambda s, a: _finite((s.params, a)))
+        x_dev = jnp.asarray(data.x)
+        states = [init_c(jnp.asarray(keys[r]), {k: v[r] for k, v in hp.items()}, sample_x) for r in range(n_runs)]
+        pools_r = [tuple(jnp.asarray(p[r]) for p in pools) for r in range(n_runs)]
+        acc0 = _zeros_acc(objective, model, opts, states[0], x_dev, labels)
+        for ep in range(epochs):
+            te = time.perf_counter()
+            accs = []
+            for r in range(n_runs):
+                st, idx = begin_c(states[r], *pools_r[r])
+                st, ac = run_one(st, jax.tree.map(jnp.zeros_like, acc0), idx)
+                diverged[r] |= not bool(finite_c(st, ac))
+                states[r] = st
+                accs.append(ac)
+            means = {k: np.stack([np.asarray(a[k]) for a in accs]) / plan.steps for k in acc0}
+            history.append(means)
+            epoch_times.append(time.perf_counter() - te)
+            if callback:
+                callback(ep, means, time.perf_counter() - t0)
+        final = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    jax.block_until_ready(final)
+    total = time.perf_counter() - t0
+    hist = {k: np.stack([h[k] for h in history]) for k in history[0]}
+    # The first epoch holds the compilation; report it apart from the steady-state epochs.
+    steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else epoch_times[0]
+    return FitResult(state=final, history=hist, diverged=diverged, strategy=strategy, epoch_mode=epoch_mode,
+                     plan=plan, compile_s=max(epoch_times[0] - steady, 0.0), train_s=total, epoch_s=epoch_times)
+
+
+def _zeros_acc(objective: ModuleType, model: nn.Module, opts: Any, state: Any, x_dev: jnp.ndarray,
+               labels: jnp.ndarray) -> dict:
+    """Zeros shaped like one run's step diagnostics (the Lagrangian's aux), found by ``eval_shape``."""
+    x_b = jax.ShapeDtypeStruct((labels.shape[0],) + x_dev.shape[1:], x_dev.dtype)
+    shapes = jax.eval_shape(lambda p, h, d, x: objective.lagrangian(p, model, {"x": x, "y": labels}, h, d, opts)[1],
+                            state.params, state.hp, state.duals, x_b)
+    return {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}

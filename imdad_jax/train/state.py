@@ -1,0 +1,51 @@
+"""The training state of one run (and, stacked, of many): a plain pytree.
+
+Every leaf carries a leading run axis R once stacked. Per-run numbers that a sweep varies
+(nu, nu1, nu2, dual step, learning rate, weight decay) live in the state as arrays, so one
+compiled program serves the whole sweep.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+# Per-run hyperparameters every run carries; objectives add their own (imdad: nu, nu1, nu2, dual_lr).
+OPTIMIZER_HP = ("lr", "weight_decay")
+
+
+@flax.struct.dataclass
+class RunState:
+    params: Any
+    opt_state: Any
+    duals: Any
+    hp: Any
+    key: jnp.ndarray
+    step: jnp.ndarray
+
+
+def _decay_mask(params: Any) -> Any:
+    # Weight decay on the encoder only: the head's w, b and rho are the sphere, and shrinking
+    # them would bias the geometry the objective is meant to learn.
+    inner = params["params"]
+    return {**params, "params": {k: jax.tree.map(lambda _: k != "head", v) for k, v in inner.items()}}
+
+
+def make_optimizer(lr: Any, weight_decay: Any, milestones: tuple[int, ...] = (), gamma: float = 0.1
+                   ) -> optax.GradientTransformation:
+    """Adam with coupled L2 weight decay (as torch ``Adam(weight_decay=...)``) and MultiStepLR.
+
+    ``lr`` and ``weight_decay`` are injected hyperparameters: they live in the optimizer state,
+    so they may differ per run under ``vmap``. ``milestones`` are in steps; at each the rate is
+    multiplied by ``gamma`` (``optax.piecewise_constant_schedule``).
+    """
+    factor = optax.piecewise_constant_schedule(1.0, {int(m): gamma for m in milestones})
+    return optax.chain(
+        optax.masked(optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=weight_decay), _decay_mask),
+        optax.scale_by_adam(),
+        optax.scale_by_schedule(factor),
+        optax.inject_hyperparams(optax.scale)(step_size=-jnp.asarray(lr, jnp.float32)),
+    )

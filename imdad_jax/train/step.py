@@ -1,0 +1,95 @@
+"""Pure per-run functions: init, epoch batch indices, the train step. The engine vmaps or loops them."""
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from imdad_jax.train.state import RunState, make_optimizer
+
+
+class BatchPlan(NamedTuple):
+    """Static shape of a stratified epoch: ``steps`` batches of ``n_per_batch`` normals then ``a_per_batch`` anomalies."""
+
+    steps: int
+    n_per_batch: int
+    a_per_batch: int
+
+    @property
+    def labels(self) -> jnp.ndarray:
+        return jnp.concatenate([jnp.zeros(self.n_per_batch, jnp.int32), jnp.ones(self.a_per_batch, jnp.int32)])
+
+
+def plan_batches(n_normals: int, n_anomalies: int, batch_size: int) -> BatchPlan:
+    """Stratified batches: each holds normals and anomalies in the training set's proportion.
+
+    One epoch = ceil((n + m) / batch) steps. Each batch gets round(batch * n / (n + m)) normals
+    (at least 1, at most batch - 1) and the rest anomalies; a pool smaller than an epoch needs is
+    cycled (its permutation repeats), which is how the rarer group is oversampled.
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 so every batch holds a normal and an anomaly, got {batch_size}")
+    if n_normals < 1 or n_anomalies < 1:
+        raise ValueError(f"each run needs normals and labelled anomalies, got {n_normals} and {n_anomalies}")
+    total = n_normals + n_anomalies
+    bn = min(max(round(batch_size * n_normals / total), 1), batch_size - 1)
+    return BatchPlan(steps=math.ceil(total / batch_size), n_per_batch=bn, a_per_batch=batch_size - bn)
+
+
+def _permuted_take(key: jax.Array, pool: jnp.ndarray, n_valid: jnp.ndarray, count: int) -> jnp.ndarray:
+    # A random permutation of the first n_valid entries of a padded pool, cycled to `count`:
+    # sorting uniform keys (padding sorts last) keeps shapes static, so runs with different
+    # pool sizes share one program.
+    u = jax.random.uniform(key, pool.shape)
+    u = jnp.where(jnp.arange(pool.shape[0]) < n_valid, u, 2.0)
+    order = jnp.argsort(u)
+    return pool[order[jnp.arange(count) % n_valid]]
+
+
+def begin_epoch(state: RunState, normal_pool: jnp.ndarray, n_valid: jnp.ndarray, anomaly_pool: jnp.ndarray,
+                m_valid: jnp.ndarray, plan: BatchPlan) -> tuple[RunState, jnp.ndarray]:
+    """Advance the run's key and draw its epoch: indices (steps, batch) into the shared data array."""
+    key, kn, ka = jax.random.split(state.key, 3)
+    idx_n = _permuted_take(kn, normal_pool, n_valid, plan.steps * plan.n_per_batch)
+    idx_a = _permuted_take(ka, anomaly_pool, m_valid, plan.steps * plan.a_per_batch)
+    idx = jnp.concatenate([idx_n.reshape(plan.steps, -1), idx_a.reshape(plan.steps, -1)], axis=1)
+    return state.replace(key=key), idx
+
+
+def init_run(key: jax.Array, hp: dict[str, jnp.ndarray], sample_x: jnp.ndarray, *, model: nn.Module,
+             objective: ModuleType, milestones: tuple[int, ...], gamma: float) -> RunState:
+    """One run's initial state from its key and hyperparameters."""
+    k_init, k_run = jax.random.split(key)
+    params = model.init(k_init, sample_x)
+    tx = make_optimizer(hp["lr"], hp["weight_decay"], milestones, gamma)
+    return RunState(params=params, opt_state=tx.init(params), duals=objective.init_duals(),
+                    hp=hp, key=k_run, step=jnp.zeros((), jnp.int32))
+
+
+def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...], gamma: float,
+                    labels: jnp.ndarray) -> Callable:
+    """``step(state, acc, x_all, idx) -> (state, acc)`` for one run.
+
+    Gathers the batch from the on-device data by index, takes the gradient of the Lagrangian,
+    applies the optax update and the primal projection, then projected dual ascent. ``acc``
+    sums the step diagnostics on device so they are fetched once per epoch.
+    """
+    # lr and weight decay are read from the optimizer state, so the values given here are unused.
+    tx = make_optimizer(0.0, 0.0, milestones, gamma)
+    grad_fn = jax.value_and_grad(objective.lagrangian, has_aux=True)
+
+    def step(state: RunState, acc: dict, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[RunState, dict]:
+        batch = {"x": x_all[idx], "y": labels}
+        (_, aux), grads = grad_fn(state.params, model, batch, state.hp, state.duals, opts)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = objective.project(optax.apply_updates(state.params, updates), opts)
+        duals = objective.dual_update(state.duals, aux, state.hp, opts)
+        acc = jax.tree.map(jnp.add, acc, aux)
+        return state.replace(params=params, opt_state=opt_state, duals=duals, step=state.step + 1), acc
+
+    return step
