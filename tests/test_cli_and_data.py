@@ -1,0 +1,96 @@
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import run as cli  # noqa: E402
+from imdad_jax.config import ConfigError, make_config  # noqa: E402
+from imdad_jax.data import DataFileError, DataNotFoundError, load_fashion_mnist, read_idx, write_idx  # noqa: E402
+from imdad_jax.data import fashion_mnist as fm  # noqa: E402
+from imdad_jax.train import plan_batches  # noqa: E402
+
+
+def test_cli_end_to_end_writes_results(fake_fmnist_dir, tmp_path):
+    rc = cli.main(["--dataset=fmnist", "--class=0,3", "--preset=tiny", "--epochs=2", f"--data_dir={fake_fmnist_dir}",
+                   f"--out_dir={tmp_path}", "--name=t", "--no_progress", "--estimate=yes"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "t.json").read_text())
+    assert [r["normal_class"] for r in rec["runs"]] == [0, 3]
+    assert all(0.5 < r["auc"] <= 1.0 for r in rec["runs"])  # separable fixture: better than chance after 2 epochs
+    assert rec["config"]["epochs"] == 2 and rec["provenance"]["versions"]["jax"]
+    assert len(rec["history"]["loss"]) == 2
+    md = (tmp_path / "t.md").read_text()
+    assert "| 0 | T-shirt/top |" in md and "96.37" in md and "command:" in md
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset=cifar", "--class=0"], "unknown dataset"),
+    (["--class=12"], "unknown class"),
+    (["--class=0", "--nu=1.5"], "nu must lie in (0, 1]"),
+    (["--class=0", "--nu1=0"], "nu1 must lie in (0, 1]"),
+    (["--class=0", "--epochs=0"], "epochs must be >= 1"),
+    (["--class=0", "--batch_size=1"], "batch_size must be >= 2"),
+    ([], "no normal class given"),
+    (["--class=0", "--preset=huge"], "unknown preset"),
+])
+def test_bad_input_gives_one_clear_error(args, needle, fake_fmnist_dir, tmp_path, capsys):
+    rc = cli.main([*args, f"--data_dir={fake_fmnist_dir}", f"--out_dir={tmp_path}", "--no_progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and err.startswith("error:") and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_data_dir_is_an_error(tmp_path, capsys):
+    rc = cli.main(["--class=0", f"--data_dir={tmp_path / 'nope'}"])
+    assert rc == 2 and "lacks the Fashion-MNIST files" in capsys.readouterr().err
+
+
+def test_no_data_anywhere_names_every_way_to_get_it(monkeypatch):
+    monkeypatch.setattr(fm, "_debian_dir", lambda: None)
+    monkeypatch.setattr(fm, "_load_tfds", lambda: None)
+    with pytest.raises(DataNotFoundError) as e:
+        load_fashion_mnist(None, None)
+    msg = str(e.value)
+    assert "apt-get install dataset-fashion-mnist" in msg and fm.ENV_VAR in msg and "tensorflow-datasets" in msg
+
+
+def test_env_dir_is_searched(fake_fmnist_dir, monkeypatch):
+    monkeypatch.setattr(fm, "_debian_dir", lambda: None)
+    ds = load_fashion_mnist(None, str(fake_fmnist_dir))
+    assert ds.x_train.shape == (300, 28, 28, 1) and ds.source.startswith("$" + fm.ENV_VAR)
+
+
+def test_idx_roundtrip_and_truncated_file(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), a)
+    write_idx(tmp_path / "b", a)
+    raw = (tmp_path / "b").read_bytes()
+    (tmp_path / "b").write_bytes(raw[:-5])
+    with pytest.raises(DataFileError, match="truncated"):
+        read_idx(tmp_path / "b")
+    (tmp_path / "c").write_bytes(b"hello world")
+    with pytest.raises(DataFileError, match="not an IDX"):
+        read_idx(tmp_path / "c")
+
+
+def test_stratified_batches_hold_both_groups():
+    plan = plan_batches(6000, 5400, 150)
+    assert plan.steps == 76 and plan.n_per_batch + plan.a_per_batch == 150
+    assert plan.n_per_batch >= 1 and plan.a_per_batch >= 1
+    tiny = plan_batches(1000, 5, 150)
+    assert tiny.a_per_batch >= 1
+    with pytest.raises(ValueError):
+        plan_batches(10, 0, 150)
+
+
+def test_config_validation_and_milestones():
+    cfg = make_config("paper", classes=(0,))
+    assert cfg.milestones == (100, 150) and cfg.lr == 1e-4 and cfg.batch_size == 150 and cfg.epochs == 200
+    with pytest.raises(ConfigError, match="center_constraint"):
+        make_config("paper", center_constraint="nope")
