@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Train one IMD-AD detector per normal class (x seed), all as one program, and write the AUC table.
+"""Train one detector per normal class (x seed), all as one program, and write the AUC table.
 
-    python experiments/run.py --dataset=fmnist --all_classes            # the paper's schedule
+    python experiments/run.py --dataset=fmnist --all_classes            # IMD-AD, the paper's schedule
     python experiments/run.py --dataset=fmnist --all_classes --preset=quick
+    python experiments/run.py --dataset=fmnist --all_classes --method=all --preset=quick   # every method
+    python experiments/run.py --dataset=fmnist --all_classes --method=ablation             # Deep SVDD -> IMD-AD
 
 A thin shell: flags -> ExperimentConfig -> imdad_jax.experiment.run_experiment -> results files.
 """
@@ -17,9 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from imdad_jax.config import ConfigError, PRESETS, make_config  # noqa: E402
+from imdad_jax.config import DEEP_METHODS, METHODS, OBJECTIVE_HP, PRESETS, ConfigError, make_config  # noqa: E402
 from imdad_jax.data.fashion_mnist import ENV_VAR, DataNotFoundError, load_fashion_mnist  # noqa: E402
 from imdad_jax.data.idx import DataFileError  # noqa: E402
+
+
+# The paper's ablation chain (Sec. IV-E): D-AD extends Deep SVDD soft-boundary, so that is the base.
+ABLATION = ("deep_svdd_soft", "dad", "mdad", "imdad")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -37,10 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--class", dest="classes", type=_ints, help="normal class(es), e.g. 0 or 0,2,6")
     p.add_argument("--seeds", type=_ints, default=(0,), help="seeds, e.g. 0,1,2 (each adds a run per class)")
     p.add_argument("--preset", default="paper", help=f"named schedule: {', '.join(PRESETS)} (default: paper)")
-    for name, typ in (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float), ("nu", float),
-                      ("nu1", float), ("nu2", float), ("dual_lr", float), ("kappa", float),
-                      ("anomaly_fraction", float)):
-        p.add_argument(f"--{name}", type=typ, help="overrides the preset")
+    p.add_argument("--method", default="imdad",
+                   help=f"one of {', '.join(METHODS)}; a comma list; 'all' (every method); or 'ablation' "
+                        f"({' -> '.join(ABLATION)})")
+    for name, typ in (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float), ("kappa", float),
+                      ("anomaly_fraction", float), ("drocc_ascent_steps", int), ("pretrain_epochs", int),
+                      ("shallow_max_train", int), ("shallow_pca_dims", int), *((h, float) for h in OBJECTIVE_HP)):
+        p.add_argument(f"--{name}", type=typ, help="overrides the preset / the method's default")
     p.add_argument("--conv_features", type=_ints)
     p.add_argument("--dense_features", type=_ints)
     p.add_argument("--margin_param", help="softplus (default) or raw")
@@ -56,11 +65,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def config_from_args(a: argparse.Namespace):
-    over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "nu", "nu1", "nu2", "dual_lr",
-                                       "kappa", "anomaly_fraction", "conv_features", "dense_features",
-                                       "margin_param", "center_constraint", "strategy", "epoch_mode")
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``all``, ``ablation`` or a comma list of method names."""
+    if text == "all":
+        return METHODS
+    if text == "ablation":
+        return ABLATION
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"unknown method {bad or text!r}; choose from {', '.join(METHODS)}, 'all' or 'ablation'")
+    return methods
+
+
+def config_from_args(a: argparse.Namespace, method: str = "imdad"):
+    over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "kappa", "anomaly_fraction",
+                                       "conv_features", "dense_features", "margin_param", "center_constraint",
+                                       "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
+                                       "shallow_max_train", "shallow_pca_dims", *OBJECTIVE_HP)
             if getattr(a, k) is not None}
+    over["method"] = method
     over["dataset"] = a.dataset
     over["seeds"] = a.seeds
     if a.classes is not None:
@@ -73,29 +97,53 @@ def config_from_args(a: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     try:
-        cfg = config_from_args(a)
+        methods = parse_methods(a.method)
+        cfgs = [config_from_args(a, m) for m in methods]
         data = load_fashion_mnist(a.data_dir, os.environ.get(ENV_VAR))
         n_classes = len(data.class_names)
-        if a.all_classes:
-            cfg.classes = tuple(range(n_classes))
-        bad = [k for k in cfg.classes if not 0 <= k < n_classes]
-        if bad:
-            raise ConfigError(f"unknown class {bad} for {cfg.dataset}: classes are 0..{n_classes - 1} "
-                              f"({', '.join(data.class_names)})")
-    except (ConfigError, DataNotFoundError, DataFileError) as e:
+        for cfg in cfgs:
+            if a.all_classes:
+                cfg.classes = tuple(range(n_classes))
+            bad = [k for k in cfg.classes if not 0 <= k < n_classes]
+            if bad:
+                raise ConfigError(f"unknown class {bad} for {cfg.dataset}: classes are 0..{n_classes - 1} "
+                                  f"({', '.join(data.class_names)})")
+        import jax  # noqa: F401  (after the cheap checks: importing JAX takes seconds)
+
+        from imdad_jax.experiment import objective_options, run_hyperparams
+        for cfg in cfgs:  # every method's hyperparameters checked before anything trains
+            if cfg.method in DEEP_METHODS:
+                objective_options(cfg)[0].validate_hp(run_hyperparams(cfg, 1))
+    except (ConfigError, DataNotFoundError, DataFileError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    results = {}
+    for cfg in cfgs:
+        results[cfg.method] = run_one(a, cfg, data, argv)
+    if len(cfgs) > 1:
+        write_method_table(a, cfgs, data, results, argv)
+    if tuple(results) != ABLATION and all(m in results for m in ABLATION):
+        # --method=all holds the ablation chain: write its table from the same runs.
+        write_method_table(a, cfgs, data, {m: results[m] for m in ABLATION}, argv)
+    return 0
+
+
+def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None) -> dict:
+    """Train and evaluate one method over all its runs; write its results files; return its record."""
     import jax
 
+    from imdad_jax.config import SHALLOW_METHODS
     from imdad_jax.experiment import estimate_seconds, run_experiment
     from imdad_jax.io import per_class_table, provenance, write_results
-    from imdad_jax.paper import PAPER_AUC
+    from imdad_jax.paper import PAPER_TABLE2
 
     n_runs = len(cfg.classes) * len(cfg.seeds)
-    print(f"data: {data.source}; {n_runs} runs ({len(cfg.classes)} classes x {len(cfg.seeds)} seeds) "
-          f"on {jax.default_backend()} ({len(jax.devices())} device(s)); preset {cfg.preset}, {cfg.epochs} epochs")
-    if a.estimate == "yes" or (a.estimate == "auto" and jax.default_backend() == "cpu"):
+    deep = cfg.method not in SHALLOW_METHODS
+    print(f"[{cfg.method}] data: {data.source}; {n_runs} runs ({len(cfg.classes)} classes x {len(cfg.seeds)} seeds) "
+          f"on {jax.default_backend() if deep else 'cpu (scikit-learn)'} ({len(jax.devices())} device(s)); "
+          f"preset {cfg.preset}, {cfg.epochs if deep else '-'} epochs", flush=True)
+    if deep and (a.estimate == "yes" or (a.estimate == "auto" and jax.default_backend() == "cpu")):
         est = estimate_seconds(cfg, data)
         msg = (f"measured {est['seconds_per_step_all_runs'] * 1e3:.0f} ms per step for all {n_runs} runs "
                f"({est['strategy']}/{est['epoch_mode']}), {est['steps_per_epoch']} steps/epoch: this schedule takes "
@@ -108,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.epochs, unit="epoch", disable=a.no_progress, file=sys.stdout)
+    bar = tqdm(total=cfg.epochs if deep else 0, unit="epoch", disable=a.no_progress or not deep, file=sys.stdout)
 
     def on_epoch(ep, means, elapsed):
-        bar.set_postfix(loss=f"{float(means['loss'].mean()):.4f}", R2=f"{float(means['radius2'].mean()):.3f}",
-                        rho2=f"{float(means['margin2'].mean()):.3f}")
+        shown = {k: f"{float(means[k].mean()):.4f}" for k in ("loss", "radius2", "margin2") if k in means}
+        bar.set_postfix(shown)
         bar.update(1)
 
     t0 = time.perf_counter()
@@ -121,16 +169,60 @@ def main(argv: list[str] | None = None) -> int:
     out["timing"]["wall_s_cli"] = time.perf_counter() - t0
     record = {"config": cfg.to_dict(), "provenance": provenance(["python", "experiments/run.py", *(argv or sys.argv[1:])]),
               "data_source": data.source, **out}
-    table = per_class_table(out["runs"], data.class_names, PAPER_AUC.get(cfg.dataset))
+    paper = PAPER_TABLE2.get(cfg.dataset, {}).get(cfg.method)
+    table = per_class_table(out["runs"], data.class_names, paper)
     stem = a.name or f"{cfg.dataset}_{cfg.method}_{cfg.preset}_e{cfg.epochs}"
+    if a.name and a.method != cfg.method:
+        stem = f"{a.name}_{cfg.method}"
     jp, mp = write_results(a.out_dir, stem, record, table)
     print(table)
     diverged = [r for r in out["runs"] if r["diverged"]]
     if diverged:
         print(f"warning: {len(diverged)} run(s) diverged: "
               + ", ".join(f"class {r['normal_class']} seed {r['seed']}" for r in diverged), file=sys.stderr)
-    print(f"wall time {out['timing']['total_s']:.1f} s; wrote {jp} and {mp}")
-    return 0
+    print(f"[{cfg.method}] wall time {out['timing']['total_s']:.1f} s; wrote {jp} and {mp}", flush=True)
+    return record
+
+
+def write_method_table(a: argparse.Namespace, cfgs: list, data, results: dict, argv: list[str] | None) -> None:
+    """One table for all methods (classes as rows), the paper's Table II column beside each method."""
+    from imdad_jax.io import method_table, provenance
+    from imdad_jax.io.results import atomic_write
+    from imdad_jax.paper import PAPER_TABLE2, PEER_DEEP_SAD
+
+    cfg = cfgs[0]
+    paper = dict(PAPER_TABLE2.get(cfg.dataset, {}))
+    if cfg.dataset in PEER_DEEP_SAD:
+        paper["deep_sad"] = PEER_DEEP_SAD[cfg.dataset]
+    table = method_table({m: r["runs"] for m, r in results.items()}, data.class_names, paper)
+    prov = provenance(["python", "experiments/run.py", *(argv or sys.argv[1:])])
+    kind = "ablation" if tuple(results) == ABLATION else "methods"
+    stem = f"{a.name}_{kind}" if a.name else f"{cfg.dataset}_{kind}_{cfg.preset}_e{cfg.epochs}"
+    wall = {m: r["timing"]["total_s"] for m, r in results.items()}
+    md = [f"# {stem}", "", "AUC % on the test set, mean over seeds; '(paper)' columns are the paper's Table II "
+          "(deep_sad: reference Deep-SAD-PyTorch under the same protocol, ../shared/spec/peer_results.md).", "",
+          table, ""]
+    if kind == "ablation":
+        md += ["Paper (Sec. IV-E, Fig. 8, CIFAR-10): Deep SVDD < D-AD < MD-AD < IMD-AD (ranks 4, 3, 2, 1).", ""]
+    md += [f"- command: `{prov['command']}`",
+           f"- commit: `{prov['git_commit']}`{' (uncommitted changes)' if prov['git_dirty'] else ''}",
+           f"- device: {prov['devices']} ({prov['backend']}, {prov['cpu_count']} CPU cores), {prov['platform']}",
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
+           f"- schedule (deep methods): preset `{cfg.preset}`, {cfg.epochs} epochs, batch {cfg.batch_size}, "
+           f"lr {cfg.lr}; shallow: PCA {cfg.shallow_pca_dims}, max_train {cfg.shallow_max_train}",
+           "- wall time per method: " + ", ".join(f"{m} {s:.0f} s" for m, s in wall.items())
+           + f"; total {sum(wall.values()):.0f} s",
+           "- per-method results files (config, hyperparameters, per-run records): "
+           + ", ".join(f"`{a.name + '_' + m if a.name else f'{cfg.dataset}_{m}_{cfg.preset}_e{cfg.epochs}'}.md`"
+                       for m in results),
+           f"- finished: {prov['utc']}", ""]
+    path = Path(a.out_dir) / f"{stem}.md"
+    atomic_write(path, "\n".join(md))
+    atomic_write(path.with_suffix(".json"), __import__("json").dumps(
+        {"provenance": prov, "methods": {m: r["runs"] for m, r in results.items()}, "wall_s": wall}, indent=1,
+        default=str) + "\n")
+    print(table)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

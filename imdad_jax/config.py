@@ -9,10 +9,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imdad_jax.models import ARCHITECTURES, MARGIN_PARAMS
+from imdad_jax.objectives import REGISTRY
 from imdad_jax.objectives.imdad import CENTER_CONSTRAINTS
 from imdad_jax.train.engine import EPOCH_MODES, STRATEGIES
 
 DATASETS = ("fmnist",)
+DEEP_METHODS = tuple(REGISTRY)
+# The shallow baselines (imdad_jax.shallow), named here so the config validates without importing them.
+SHALLOW_METHODS = ("iforest", "kde", "ocsvm", "svdd", "sslm")
+METHODS = DEEP_METHODS + SHALLOW_METHODS
+# Per-run hyperparameters of the objectives; None in a config means "the method's own default"
+# (objective.DEFAULT_HP), since e.g. nu means a margin weight in IMD-AD and an outlier fraction in
+# Deep SVDD soft-boundary.
+OBJECTIVE_HP = ("nu", "nu1", "nu2", "dual_lr", "eta", "mu1", "mu2", "warmup_epochs", "drocc_radius", "drocc_gamma",
+                "drocc_lambda", "drocc_step_size")
 
 
 class ConfigError(ValueError):
@@ -38,14 +48,29 @@ class ExperimentConfig:
     weight_decay: float = 1e-6
     milestone_fractions: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
-    # IMD-AD
-    nu: float = 0.5
-    nu1: float = 0.1
-    nu2: float = 0.1
-    dual_lr: float = 0.1
+    # objective hyperparameters (None: the method's default, objective.DEFAULT_HP; IMD-AD's are
+    # nu 0.5, nu1 0.1, nu2 0.1, dual_lr 0.1)
+    nu: float | None = None
+    nu1: float | None = None
+    nu2: float | None = None
+    dual_lr: float | None = None
+    eta: float | None = None  # Deep SAD
+    mu1: float | None = None  # hybrid Deep SVDD
+    mu2: float | None = None
+    warmup_epochs: float | None = None  # soft-boundary radius / DROCC adversarial term start
+    drocc_radius: float | None = None  # per sqrt(input dimension)
+    drocc_gamma: float | None = None
+    drocc_lambda: float | None = None
+    drocc_step_size: float | None = None
+    # static objective options
     margin_param: str = "softplus"
     center_constraint: str = "projection"
     kappa: float = 10.0
+    drocc_ascent_steps: int = 5
+    pretrain_epochs: int = 0  # autoencoder pretraining of the encoder (any deep method but the autoencoder)
+    # shallow baselines
+    shallow_max_train: int = 1000
+    shallow_pca_dims: int | None = 32
     # engine
     strategy: str = "auto"
     epoch_mode: str = "auto"
@@ -68,6 +93,8 @@ class ExperimentConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        if self.method not in METHODS:
+            bad(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)} or --method=all")
         if self.dataset not in DATASETS:
             bad(f"unknown dataset {self.dataset!r}; choose one of {DATASETS} (--dataset=fmnist)")
         if not self.classes:
@@ -81,11 +108,24 @@ class ExperimentConfig:
                 "pass e.g. --batch_size=150")
         for name in ("nu", "nu1", "nu2", "anomaly_fraction"):
             v = getattr(self, name)
-            if not 0 < v <= 1:
+            if v is not None and not 0 < v <= 1:
                 bad(f"{name} must lie in (0, 1], got {v}; pass e.g. --{name}=0.1")
-        for name in ("lr", "dual_lr", "kappa"):
-            if not getattr(self, name) > 0:
-                bad(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lr", "dual_lr", "kappa", "eta", "drocc_radius", "drocc_lambda", "drocc_step_size"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                bad(f"{name} must be > 0, got {v}")
+        for name in ("mu1", "mu2", "warmup_epochs"):
+            v = getattr(self, name)
+            if v is not None and not v >= 0:
+                bad(f"{name} must be >= 0, got {v}")
+        if self.drocc_gamma is not None and not self.drocc_gamma >= 1:
+            bad(f"drocc_gamma must be >= 1, got {self.drocc_gamma}")
+        if self.drocc_ascent_steps < 1:
+            bad(f"drocc_ascent_steps must be >= 1, got {self.drocc_ascent_steps}")
+        if self.pretrain_epochs < 0:
+            bad(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
+        if self.shallow_max_train < 10:
+            bad(f"shallow_max_train must be >= 10, got {self.shallow_max_train}")
         if self.weight_decay < 0:
             bad(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 < self.gamma <= 1:

@@ -2,35 +2,50 @@
 from __future__ import annotations
 
 import time
+from types import ModuleType
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from imdad_jax.config import ExperimentConfig
+from imdad_jax.config import OBJECTIVE_HP, SHALLOW_METHODS, ExperimentConfig
 from imdad_jax.data.fashion_mnist import ImageDataset
-from imdad_jax.data.protocol import one_vs_rest_runs, preprocess_images
+from imdad_jax.data.protocol import labelled_anomalies, one_vs_rest_runs, preprocess_images
 from imdad_jax.evaluate import apply_runs, auc_per_run, nu_property, summarize_runs
-from imdad_jax.models import build_detector, sphere_geometry
+from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
-from imdad_jax.train import fit, resolve_strategy
+from imdad_jax.train import fit
 from imdad_jax.train.engine import FitResult
 
 
-def build_model(cfg: ExperimentConfig):
-    return build_detector(cfg.arch, conv_features=cfg.conv_features, dense_features=cfg.dense_features,
-                          use_bias=cfg.use_bias, margin_param=cfg.margin_param)
+def objective_options(cfg: ExperimentConfig, method: str | None = None) -> tuple[ModuleType, Any]:
+    """The objective module of ``cfg.method`` (or ``method``) and its static options from the config."""
+    obj = get_objective(method or cfg.method)
+    return obj, obj.Options(**{f: getattr(cfg, f) for f in obj.Options._fields})
 
 
-def objective_options(cfg: ExperimentConfig):
-    obj = get_objective(cfg.method)
-    return obj, obj.Options(margin_param=cfg.margin_param, center_constraint=cfg.center_constraint, kappa=cfg.kappa)
+def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...], method: str | None = None):
+    """The method's model around the config's encoder."""
+    obj, opts = objective_options(cfg, method)
+    enc = build_encoder(cfg.arch, conv_features=cfg.conv_features, dense_features=cfg.dense_features,
+                        use_bias=cfg.use_bias)
+    return obj.make_model(enc, tuple(input_shape), opts)
 
 
-def run_hyperparams(cfg: ExperimentConfig, n_runs: int) -> dict[str, np.ndarray]:
+def resolve_hyperparams(cfg: ExperimentConfig, obj: ModuleType) -> dict[str, float]:
+    """The objective's hyperparameters: the config's value where set, the method's default otherwise."""
+    out = {}
+    for name in obj.HYPERPARAMS:
+        v = getattr(cfg, name) if name in OBJECTIVE_HP else None
+        out[name] = float(obj.DEFAULT_HP[name] if v is None else v)
+    return out
+
+
+def run_hyperparams(cfg: ExperimentConfig, n_runs: int, method: str | None = None) -> dict[str, np.ndarray]:
     """Per-run hyperparameter arrays (R,): all runs of a config share the values here; a sweep varies them."""
-    names = ("lr", "weight_decay", "nu", "nu1", "nu2", "dual_lr")
-    return {k: np.full(n_runs, getattr(cfg, k), np.float32) for k in names}
+    obj = get_objective(method or cfg.method)
+    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **resolve_hyperparams(cfg, obj)}
+    return {k: np.full(n_runs, v, np.float32) for k, v in hp.items()}
 
 
 def _fit(cfg: ExperimentConfig, dataset: ImageDataset, *, steps_per_epoch: int | None = None, epochs: int | None = None,
@@ -40,9 +55,18 @@ def _fit(cfg: ExperimentConfig, dataset: ImageDataset, *, steps_per_epoch: int |
     obj, opts = objective_options(cfg)
     hp = run_hyperparams(cfg, data.n_runs)
     obj.validate_hp(hp)
-    res = fit(build_model(cfg), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size,
-              milestones=cfg.milestones, gamma=cfg.gamma, strategy=cfg.strategy, epoch_mode=cfg.epoch_mode,
-              steps_per_epoch=steps_per_epoch, callback=callback)
+    common = dict(batch_size=cfg.batch_size, strategy=cfg.strategy, epoch_mode=cfg.epoch_mode,
+                  steps_per_epoch=steps_per_epoch)
+    warm = None
+    if cfg.pretrain_epochs > 0 and cfg.method != "autoencoder":
+        # Autoencoder pretraining on the same runs' normals; its encoder warm-starts the method's.
+        ae, ae_opts = objective_options(cfg, "autoencoder")
+        pre = fit(build_model(cfg, x_train.shape[1:], "autoencoder"), ae, ae_opts, data,
+                  run_hyperparams(cfg, data.n_runs, "autoencoder"), keys,
+                  epochs=min(cfg.pretrain_epochs, epochs or cfg.pretrain_epochs), **common)
+        warm = {"encoder": pre.state.params["params"]["encoder"]}
+    res = fit(build_model(cfg, x_train.shape[1:]), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs,
+              milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback, **common)
     return ids, data, res, (obj, opts)
 
 
@@ -50,46 +74,80 @@ def estimate_seconds(cfg: ExperimentConfig, dataset: ImageDataset, probe_steps: 
     """Measured (not guessed) wall time of the full schedule: a few real steps of every run, timed after warm-up."""
     _, _, res, _ = _fit(cfg, dataset, steps_per_epoch=probe_steps, epochs=2)
     per_step = res.epoch_s[1] / res.plan.steps  # all runs, one step each
-    from imdad_jax.train.step import plan_batches
-    x_n = np.bincount(dataset.y_train)
-    full_plan = plan_batches(int(x_n.max()), int(round(cfg.anomaly_fraction * (len(dataset.y_train) - x_n.min()))),
-                             cfg.batch_size)
-    return {"seconds_per_step_all_runs": per_step, "steps_per_epoch": full_plan.steps,
-            "total_s": per_step * full_plan.steps * cfg.epochs, "compile_s": res.compile_s,
-            "strategy": res.strategy, "epoch_mode": res.epoch_mode}
+    total = per_step * res.full_steps_per_epoch * (cfg.epochs + cfg.pretrain_epochs)
+    return {"seconds_per_step_all_runs": per_step, "steps_per_epoch": res.full_steps_per_epoch,
+            "total_s": total, "compile_s": res.compile_s, "strategy": res.strategy, "epoch_mode": res.epoch_mode}
 
 
 def run_experiment(cfg: ExperimentConfig, dataset: ImageDataset,
                    callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> dict[str, Any]:
     """Train every (class, seed) run of ``cfg`` as one program and evaluate it.
 
-    Returns ``{"runs": [per-run records], "history": {name: (epochs, R)}, "timing": {...}}``.
+    Shallow methods (``cfg.method`` in ``SHALLOW_METHODS``) go to ``run_shallow_experiment``.
+    Returns ``{"runs": [per-run records], "history": {name: (epochs, R)}, "timing": {...}, "hyperparams": {...}}``.
     """
+    if cfg.method in SHALLOW_METHODS:
+        return run_shallow_experiment(cfg, dataset)
     t0 = time.perf_counter()
     ids, data, res, (obj, opts) = _fit(cfg, dataset, callback=callback)
-    model = build_model(cfg)
-    params = res.state.params
+    model = build_model(cfg, data.x.shape[1:])
+    params, obj_state = res.state.params, res.state.obj_state
     strategy = res.strategy
     x_test = preprocess_images(dataset.x_test)
     t_eval = time.perf_counter()
-    scores = apply_runs(lambda p, x: obj.score(p, model, x, opts), params, x_test, strategy=strategy)
+    scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (params, obj_state), x_test,
+                        strategy=strategy)
     is_anom = np.stack([dataset.y_test != rid["normal_class"] for rid in ids])
     auc = auc_per_run(scores, is_anom)
-    s_fn = lambda p, x: obj.signed_distance(p, model, x, opts)  # noqa: E731
-    s_n = apply_runs(s_fn, params, data.x, data.normal_pool, strategy=strategy)
-    s_a = apply_runs(s_fn, params, data.x, data.anomaly_pool, strategy=strategy)
-    geom = sphere_geometry(params["params"]["head"], cfg.margin_param)
-    geometry = {"radius2": np.asarray(geom.radius2), "margin2": np.asarray(geom.margin2),
-                "center_norm": np.linalg.norm(np.asarray(geom.center), axis=-1)}
-    nu = nu_property([s_n[r, :data.n_valid[r]] for r in range(data.n_runs)],
-                     [s_a[r, :data.m_valid[r]] for r in range(data.n_runs)], geometry["margin2"],
-                     res.state.hp)
+    geometry = ({k: np.asarray(v) for k, v in obj.geometry(params, obj_state, opts).items()}
+                if hasattr(obj, "geometry") else {})
+    nu = {}
+    if hasattr(obj, "signed_distance"):
+        s_fn = lambda p, x: obj.signed_distance(p[0], p[1], model, x, opts)  # noqa: E731
+        s_n = apply_runs(s_fn, (params, obj_state), data.x, data.normal_pool, strategy=strategy)
+        s_a = apply_runs(s_fn, (params, obj_state), data.x, data.anomaly_pool, strategy=strategy)
+        nu = nu_property([s_n[r, :data.n_valid[r]] for r in range(data.n_runs)],
+                         [s_a[r, :data.m_valid[r]] for r in range(data.n_runs)], geometry["margin2"],
+                         res.state.hp)
     rows = summarize_runs(ids, auc, geometry, nu, res.diverged)
     for r, row in enumerate(rows):
-        row["n_normals"], row["n_labelled_anomalies"] = int(data.n_valid[r]), int(data.m_valid[r])
+        row["method"] = cfg.method
+        row["n_normals"] = int(data.n_valid[r])
+        row["n_labelled_anomalies"] = int(data.m_valid[r]) if getattr(obj, "USES_ANOMALIES", True) else 0
     timing = {"train_s": res.train_s, "compile_s": res.compile_s, "eval_s": time.perf_counter() - t_eval,
               "total_s": time.perf_counter() - t0, "epoch_s_median": float(np.median(res.epoch_s)),
               "steps_per_epoch": res.plan.steps, "strategy": strategy, "epoch_mode": res.epoch_mode,
               "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
     history = {k: v.tolist() for k, v in res.history.items()}
-    return {"runs": rows, "history": history, "timing": timing, "batch_plan": res.plan._asdict()}
+    return {"runs": rows, "history": history, "timing": timing, "batch_plan": res.plan._asdict(),
+            "hyperparams": resolve_hyperparams(cfg, obj)}
+
+
+def run_shallow_experiment(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, Any]:
+    """A shallow baseline on the same runs (same labelled anomalies) as the deep methods.
+
+    Images go in as flattened [0, 1] pixels, PCA-reduced to ``cfg.shallow_pca_dims`` (fit on the
+    training normals); the grid is chosen on a validation split of the training data (never the test set).
+    """
+    from imdad_jax.shallow import fit_score
+
+    t0 = time.perf_counter()
+    x_train = preprocess_images(dataset.x_train).reshape(len(dataset.y_train), -1)
+    x_test = preprocess_images(dataset.x_test).reshape(len(dataset.y_test), -1)
+    rows = []
+    for s in cfg.seeds:
+        for k in cfg.classes:
+            normals = x_train[dataset.y_train == k]
+            anomalies = x_train[labelled_anomalies(dataset.y_train, k, s, cfg.anomaly_fraction)]
+            res = fit_score(cfg.method, normals, anomalies, x_test, seed=s, max_train=cfg.shallow_max_train,
+                            pca_dims=cfg.shallow_pca_dims)
+            finite = bool(np.all(np.isfinite(res.scores)))
+            auc = float(auc_per_run(res.scores[None], (dataset.y_test != k)[None])[0]) if finite else None
+            rows.append({"normal_class": int(k), "seed": int(s), "method": cfg.method, "auc": auc,
+                         "diverged": not finite, "params": res.params, "val_auc": res.val_auc,
+                         "fit_s": res.fit_s, "n_normals": int(len(normals)),
+                         "n_labelled_anomalies": int(len(anomalies))})
+    total = time.perf_counter() - t0
+    timing = {"train_s": total, "compile_s": 0.0, "eval_s": 0.0, "total_s": total, "steps_per_epoch": 0,
+              "strategy": "shallow", "epoch_mode": "n/a", "backend": "cpu (numpy/scikit-learn)", "devices": []}
+    return {"runs": rows, "history": {}, "timing": timing, "hyperparams": {}}

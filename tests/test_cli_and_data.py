@@ -27,6 +27,27 @@ def test_cli_end_to_end_writes_results(fake_fmnist_dir, tmp_path):
     assert "| 0 | T-shirt/top |" in md and "96.37" in md and "command:" in md
 
 
+def test_cli_several_methods_write_one_table_and_the_ablation(fake_fmnist_dir, tmp_path):
+    # Every method's own behaviour is tested in test_objectives / test_shallow; here the CLI's
+    # multi-method path, on the ablation chain plus a shallow method (all methods take minutes).
+    assert cli.parse_methods("all") == cli.METHODS and cli.parse_methods("ablation") == cli.ABLATION
+    methods = [*cli.ABLATION, "sslm"]
+    rc = cli.main(["--class=1", "--preset=tiny", "--epochs=1", f"--method={','.join(methods)}",
+                   "--shallow_max_train=100", "--shallow_pca_dims=8", f"--data_dir={fake_fmnist_dir}",
+                   f"--out_dir={tmp_path}", "--name=t", "--no_progress", "--estimate=no"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "t_methods.json").read_text())
+    assert list(rec["methods"]) == methods
+    for method, runs in rec["methods"].items():
+        assert [r["normal_class"] for r in runs] == [1], method
+        assert runs[0]["auc"] is not None and 0 <= runs[0]["auc"] <= 1, method
+    md = (tmp_path / "t_methods.md").read_text()
+    assert "imdad (paper)" in md and "99.62" in md  # the paper's Table II column beside ours
+    abl = (tmp_path / "t_ablation.md").read_text()
+    assert "deep_svdd_soft" in abl and "mdad" in abl and "ranks 4, 3, 2, 1" in abl
+    assert json.loads((tmp_path / "t_sslm.json").read_text())["runs"][0]["params"]["nu"] > 0
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--dataset=cifar", "--class=0"], "unknown dataset"),
     (["--class=12"], "unknown class"),
@@ -36,6 +57,9 @@ def test_cli_end_to_end_writes_results(fake_fmnist_dir, tmp_path):
     (["--class=0", "--batch_size=1"], "batch_size must be >= 2"),
     ([], "no normal class given"),
     (["--class=0", "--preset=huge"], "unknown preset"),
+    (["--class=0", "--method=svm"], "unknown method"),
+    (["--class=0", "--method=deep_sad", "--eta=0"], "eta must be > 0"),
+    (["--class=0", "--method=drocc", "--drocc_gamma=0.5"], "drocc_gamma must be >= 1"),
 ])
 def test_bad_input_gives_one_clear_error(args, needle, fake_fmnist_dir, tmp_path, capsys):
     rc = cli.main([*args, f"--data_dir={fake_fmnist_dir}", f"--out_dir={tmp_path}", "--no_progress"])
@@ -85,8 +109,10 @@ def test_stratified_batches_hold_both_groups():
     assert plan.n_per_batch >= 1 and plan.a_per_batch >= 1
     tiny = plan_batches(1000, 5, 150)
     assert tiny.a_per_batch >= 1
-    with pytest.raises(ValueError):
-        plan_batches(10, 0, 150)
+    normals_only = plan_batches(10, 0, 4)  # methods trained on normals alone
+    assert normals_only == (3, 4, 0)
+    with pytest.raises(ValueError, match="normals"):
+        plan_batches(0, 5, 150)
 
 
 def test_config_validation_and_milestones():

@@ -25,10 +25,10 @@ def test_separable_problem_reaches_high_auc_and_nu_property():
     res = fit(model, OBJ, opts, data, hp, keys, epochs=60, batch_size=50, milestones=(40, 50),
               strategy="vmap", devices=jax.devices()[:1])
     params = res.state.params
-    scores = apply_runs(lambda p, xx: OBJ.score(p, model, xx, opts), params, x_test)
+    scores = apply_runs(lambda p, xx: OBJ.score(p, None, model, xx, opts), params, x_test)
     auc = auc_per_run(scores, y_test != 0)
     assert np.all(auc > 0.99), auc
-    s_fn = lambda p, xx: OBJ.signed_distance(p, model, xx, opts)  # noqa: E731
+    s_fn = lambda p, xx: OBJ.signed_distance(p, None, model, xx, opts)  # noqa: E731
     s_n = apply_runs(s_fn, params, data.x, data.normal_pool)
     s_a = apply_runs(s_fn, params, data.x, data.anomaly_pool)
     g = sphere_geometry(params["params"]["head"])

@@ -47,7 +47,7 @@ def test_strategies_match_single_run_loop(strategy, epoch_mode):
     ref = _fit((0, 1, 2), strategy="loop", epoch_mode="steps", devices=jax.devices()[:1])
     got = _fit((0, 1, 2), strategy=strategy, epoch_mode=epoch_mode, devices=jax.devices()[:1])
     _close(ref.state.params, got.state.params)
-    _close(ref.state.duals, got.state.duals)
+    _close(ref.state.obj_state, got.state.obj_state)
 
 
 def test_sharded_over_8_devices_equals_unsharded():
@@ -92,8 +92,8 @@ def test_projection_keeps_unit_center_and_duals_feasible_each_step():
     from imdad_jax.train.step import init_run, plan_batches
     plan = plan_batches(int(data.n_valid[0]), int(data.m_valid[0]), 16)
     hp = {k: v[0] for k, v in _hp(1, lr=5e-2).items()}
-    st = init_run(keys[0], hp, x[:1], model=model, objective=OBJ, milestones=(), gamma=0.1)
-    step = jax.jit(make_train_step(model, OBJ, opts, (), 0.1, plan.labels))
+    st = init_run(keys[0], hp, x[:1], model=model, objective=OBJ, opts=opts, milestones=(), gamma=0.1)
+    step = jax.jit(make_train_step(model, OBJ, opts, (), 0.1, plan.labels, plan.steps))
     acc = {k: np.zeros((), np.float32) for k in ("loss", "radius2", "margin2", "h", "frac_normals_out",
                                                  "frac_anomalies_in")}
     for _ in range(5):
@@ -102,14 +102,14 @@ def test_projection_keeps_unit_center_and_duals_feasible_each_step():
             st, acc = step(st, acc, x, idx[t])
             g = sphere_geometry(st.params["params"]["head"], "raw")
             assert abs(float(np.linalg.norm(g.center)) - 1.0) < 1e-5
-            assert float(st.duals["mu_R"]) >= 0 and float(st.duals["mu_rho"]) >= 0
+            assert float(st.obj_state["mu_R"]) >= 0 and float(st.obj_state["mu_rho"]) >= 0
     assert np.all(np.isfinite(jax.tree.leaves(state.params)[0]))
 
 
 def test_multiplier_mode_moves_mu_h():
     opts = OBJ.Options(center_constraint="multiplier")
     res = _fit((0,), epochs=2, opts=opts, hp=_hp(1, lr=5e-2))
-    assert float(np.abs(res.state.duals["mu_h"][0])) > 0
+    assert float(np.abs(res.state.obj_state["mu_h"][0])) > 0
 
 
 def test_nan_in_one_run_is_reported_and_does_not_touch_the_others():

@@ -38,13 +38,9 @@ def summarize_runs(run_ids: list[Mapping[str, Any]], auc: np.ndarray, geometry: 
     rows = []
     for r, rid in enumerate(run_ids):
         row = dict(rid)
-        row.update({
-            "auc": None if not np.isfinite(auc[r]) else float(auc[r]),
-            "diverged": bool(diverged[r]),
-            "radius2": float(geometry["radius2"][r]),
-            "margin2": float(geometry["margin2"][r]),
-            "center_norm": float(geometry["center_norm"][r]),
-        })
+        row.update({"auc": None if not np.isfinite(auc[r]) else float(auc[r]), "diverged": bool(diverged[r])})
+        # The sphere read off the weights, for the methods that have one (R^2, rho^2, ||c||).
+        row.update({k: float(np.asarray(v)[r]) for k, v in geometry.items()})
         for k, v in nu.items():
             row[k] = float(np.broadcast_to(v, auc.shape)[r])
         rows.append(row)

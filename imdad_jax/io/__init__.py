@@ -1,4 +1,4 @@
 """I/O at the edges: results files with provenance."""
-from imdad_jax.io.results import atomic_write, per_class_table, provenance, write_results
+from imdad_jax.io.results import atomic_write, method_table, per_class_table, provenance, write_results
 
-__all__ = ["atomic_write", "per_class_table", "provenance", "write_results"]
+__all__ = ["atomic_write", "method_table", "per_class_table", "provenance", "write_results"]

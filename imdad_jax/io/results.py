@@ -66,6 +66,8 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     vals = [v * scale for v in values if v is not None and np.isfinite(v)]
+    if not vals and values and all(v is None for v in values):
+        return "n/a"
     if not vals:
         return "n/a"
     if len(vals) == 1:
@@ -91,17 +93,50 @@ def per_class_table(runs: list[dict[str, Any]], class_names: Sequence[str] | Non
         if p is not None:
             paper_all.append(p)
         name = class_names[k] if class_names is not None and k < len(class_names) else str(k)
+        col = lambda key: _fmt([r.get(key) for r in ok], digits=3)  # noqa: E731
+        bound = lambda key: f" ({rs[0][key]:.3f})" if key in rs[0] else ""  # noqa: E731
         lines.append(
             f"| {k} | {name} | {_fmt(aucs, 100)} | {p if p is not None else 'n/a'} "
-            f"| {_fmt([r['radius2'] for r in ok], digits=3)} | {_fmt([r['margin2'] for r in ok], digits=3)} "
-            f"| {_fmt([r['center_norm'] for r in ok], digits=3)} "
-            f"| {_fmt([r['frac_normals_out'] for r in ok], digits=3)} ({rs[0]['bound_normals_out']:.3f}) "
-            f"| {_fmt([r['frac_anomalies_in'] for r in ok], digits=3)} ({rs[0]['bound_anomalies_in']:.3f}) "
+            f"| {col('radius2')} | {col('margin2')} | {col('center_norm')} "
+            f"| {col('frac_normals_out')}{bound('bound_normals_out')} "
+            f"| {col('frac_anomalies_in')}{bound('bound_anomalies_in')} "
             f"| {len(rs)} | {sum(r['diverged'] for r in rs)} |")
     mean_ours = np.nanmean(ours_all) if ours_all else np.nan
     mean_paper = (f"{np.mean(paper_all):.2f}" if len(paper_all) == len(classes) and paper_all else "n/a")
     lines.append(f"| **mean** | | **{mean_ours:.2f}** | {mean_paper} | | | | | | {len(runs)} "
                  f"| {sum(r['diverged'] for r in runs)} |")
+    return "\n".join(lines)
+
+
+def method_table(runs_by_method: dict[str, list[dict[str, Any]]], class_names: Sequence[str] | None = None,
+                 paper: dict[str, Sequence[float]] | None = None) -> str:
+    """Classes as rows, methods as columns: our AUC % (mean over seeds), the paper's beside it where it has one."""
+    methods = list(runs_by_method)
+    paper = paper or {}
+    classes = sorted({r["normal_class"] for rs in runs_by_method.values() for r in rs})
+    head = ["class"]
+    for m in methods:
+        head += [m, f"{m} (paper)"] if m in paper else [m]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    means: dict[str, list[float]] = {m: [] for m in methods}
+    for k in classes:
+        name = class_names[k] if class_names is not None and k < len(class_names) else str(k)
+        cells = [f"{k} {name}"]
+        for m in methods:
+            aucs = [r["auc"] for r in runs_by_method[m] if r["normal_class"] == k and not r["diverged"]]
+            vals = [a for a in aucs if a is not None]
+            means[m].append(np.mean(vals) * 100 if vals else np.nan)
+            cells.append(_fmt(aucs, 100))
+            if m in paper:
+                cells.append(f"{paper[m][k]:.2f}" if k < len(paper[m]) else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    cells = ["**mean**"]
+    for m in methods:
+        cells.append(f"**{np.nanmean(means[m]):.2f}**" if means[m] else "n/a")
+        if m in paper:
+            vals = [paper[m][k] for k in classes if k < len(paper[m])]
+            cells.append(f"{np.mean(vals):.2f}" if len(vals) == len(classes) else "n/a")
+    lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -129,9 +164,12 @@ def write_results(out_dir: str | os.PathLike, stem: str, record: dict[str, Any],
           f"strategy {t['strategy']}/{t['epoch_mode']}; {t['steps_per_epoch']} steps/epoch",
           f"- schedule: preset `{cfg['preset']}`, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}, "
           f"milestones {cfg['milestones_epochs']} (x{cfg['gamma']}), weight decay {cfg['weight_decay']}",
-          f"- IMD-AD: nu {cfg['nu']}, nu1 {cfg['nu1']}, nu2 {cfg['nu2']}, dual step {cfg['dual_lr']}, "
-          f"margin `{cfg['margin_param']}`, center `{cfg['center_constraint']}`; arch {cfg['arch']} "
-          f"conv {cfg['conv_features']} dense {cfg['dense_features']}",
+          f"- method `{cfg['method']}`: " + (", ".join(f"{k} {v:g}" for k, v in record.get("hyperparams", {}).items())
+                                            or "no objective hyperparameters")
+          + (f"; margin `{cfg['margin_param']}`, center `{cfg['center_constraint']}`" if cfg["method"] == "imdad"
+             else "")
+          + (f"; autoencoder pretraining {cfg['pretrain_epochs']} epochs" if cfg.get("pretrain_epochs") else "")
+          + f"; arch {cfg['arch']} conv {cfg['conv_features']} dense {cfg['dense_features']}",
           f"- finished: {prov['utc']}", ""]
     atomic_write(md_path, "\n".join(md))
     return json_path, md_path

@@ -25,10 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imdad_jax.models import HypersphereHead, SphereDetector
 from imdad_jax.models.head import sphere_geometry
 
 CENTER_CONSTRAINTS = ("projection", "multiplier", "augmented")
 HYPERPARAMS = ("nu", "nu1", "nu2", "dual_lr")
+DEFAULT_HP = {"nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1}
+USES_ANOMALIES = True
 
 
 class Options(NamedTuple):
@@ -39,14 +42,19 @@ class Options(NamedTuple):
     kappa: float = 10.0
 
 
-def init_duals() -> dict[str, jnp.ndarray]:
+def make_model(encoder: nn.Module, input_shape: tuple[int, ...], opts: Options) -> nn.Module:
+    """Encoder plus the hypersphere head: the sphere is the final layer's weights."""
+    return SphereDetector(encoder, HypersphereHead(margin_param=opts.margin_param))
+
+
+def init_obj_state(opts: Options) -> dict[str, jnp.ndarray]:
     """Dual variables of one run: mu_h is free in sign, mu_R and mu_rho are >= 0."""
     z = jnp.zeros((), jnp.float32)
     return {"mu_h": z, "mu_R": z, "mu_rho": z}
 
 
-def lagrangian(params: Any, model: nn.Module, batch: Mapping[str, jnp.ndarray], hp: Mapping[str, jnp.ndarray],
-               duals: Mapping[str, jnp.ndarray], opts: Options) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+def loss(params: Any, duals: Mapping[str, jnp.ndarray], model: nn.Module, batch: Mapping[str, jnp.ndarray],
+         hp: Mapping[str, jnp.ndarray], opts: Options) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """The Lagrangian on one minibatch (``batch["y"]``: 0 normal, 1 labelled anomaly) and its diagnostics."""
     s = model.apply(params, batch["x"])
     head = params["params"]["head"]
@@ -78,8 +86,8 @@ def lagrangian(params: Any, model: nn.Module, batch: Mapping[str, jnp.ndarray], 
     return lag, aux
 
 
-def dual_update(duals: Mapping[str, jnp.ndarray], aux: Mapping[str, jnp.ndarray], hp: Mapping[str, jnp.ndarray],
-                opts: Options) -> dict[str, jnp.ndarray]:
+def update_obj_state(duals: Mapping[str, jnp.ndarray], aux: Mapping[str, jnp.ndarray],
+                     hp: Mapping[str, jnp.ndarray], opts: Options, epoch: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """Projected gradient ascent on the duals (dL/dmu is the constraint value)."""
     eta = hp["dual_lr"]
     mu_h = duals["mu_h"]
@@ -91,7 +99,7 @@ def dual_update(duals: Mapping[str, jnp.ndarray], aux: Mapping[str, jnp.ndarray]
     return {"mu_h": mu_h, "mu_R": jnp.maximum(0.0, duals["mu_R"] - eta * aux["radius2"]), "mu_rho": mu_rho}
 
 
-def project(params: Any, opts: Options) -> Any:
+def project(params: Any, duals: Any, opts: Options) -> Any:
     """Primal projection applied after the optimizer step (``||c|| = 1`` in projection mode)."""
     if opts.center_constraint != "projection":
         return params
@@ -101,7 +109,7 @@ def project(params: Any, opts: Options) -> Any:
     return {**params, "params": {**params["params"], "head": head}}
 
 
-def score(params: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
+def score(params: Any, duals: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     """Anomaly score ``d(x) - (R^2 + rho^2/2)``: positive means anomaly.
 
     The decision boundary sits halfway (in squared distance) between the inner and the outer
@@ -112,9 +120,15 @@ def score(params: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.n
     return s - rho2 / 2.0
 
 
-def signed_distance(params: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
+def signed_distance(params: Any, duals: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     """``d(x) - R^2``, the head's raw output (used for the nu-property fractions)."""
     return model.apply(params, x)
+
+
+def geometry(params: Any, duals: Any, opts: Options) -> dict[str, jnp.ndarray]:
+    """R^2, rho^2 and ||c|| read off the head's weights (works on a stacked run axis)."""
+    g = sphere_geometry(params["params"]["head"], opts.margin_param)
+    return {"radius2": g.radius2, "margin2": g.margin2, "center_norm": jnp.linalg.norm(g.center, axis=-1)}
 
 
 def validate_hp(hp: Mapping[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Apply a per-run function (score, signed distance) to data for every run at once."""
+"""Apply a per-run function (features, score, signed distance) to data for every run at once."""
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imdad_jax.train import sharding as shd
+from imdad_jax.train.apply import apply_runs
 from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, plan_batches
 
 STRATEGIES = ("auto", "vmap", "loop")
@@ -72,6 +73,7 @@ class FitResult:
     compile_s: float = 0.0
     train_s: float = 0.0
     epoch_s: list[float] = field(default_factory=list)
+    full_steps_per_epoch: int = 0  # steps an uncapped epoch would take
 
 
 def _pad_runs(tree: Any, r_pad: int) -> Any:
@@ -90,7 +92,7 @@ def _finite(tree: Any) -> jnp.ndarray:
 def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
         keys: np.ndarray, *, epochs: int, batch_size: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
         strategy: str = "auto", epoch_mode: str = "auto", devices: list | None = None,
-        steps_per_epoch: int | None = None,
+        steps_per_epoch: int | None = None, warm_start: dict[str, Any] | None = None,
         callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
@@ -99,19 +101,31 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     data and hyperparameters, not on which runs share the program.
     ``milestones``: learning-rate milestones in epochs (MultiStepLR), rate times ``gamma`` at each.
     ``steps_per_epoch`` caps the steps of an epoch (for timing probes and tiny tests).
+    ``warm_start``: stacked (R, ...) parameters of named top-level submodules that replace the
+    fresh ones (``{"encoder": ...}`` from autoencoder pretraining).
+    Objectives trained on normals alone (``objective.USES_ANOMALIES`` false) get batches of
+    normals only. An objective with a ``prepare`` hook (Deep SVDD's center from an initial forward
+    pass) sees the representations of every run's training normals before the first step.
     ``callback(epoch, epoch_means, elapsed_s)`` is called after every epoch with per-run means.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     strategy, epoch_mode = resolve_strategy(strategy, epoch_mode)
     n_runs = data.n_runs
-    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()), batch_size)
+    uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
+    if uses_anomalies and int(data.m_valid.min()) < 1:
+        bad = np.flatnonzero(data.m_valid < 1).tolist()
+        raise ValueError(f"runs {bad} have no labelled anomalies, which {objective.__name__.split('.')[-1]} needs; "
+                         "raise the anomaly fraction or pick a method trained on normals only (e.g. deep_svdd)")
+    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size)
+    full_steps = plan.steps
     if steps_per_epoch is not None:
         plan = plan._replace(steps=max(1, min(plan.steps, int(steps_per_epoch))))
     milestone_steps = tuple(int(m) * plan.steps for m in milestones)
     labels = plan.labels
-    step = make_train_step(model, objective, opts, milestone_steps, gamma, labels)
-    init = functools.partial(init_run, model=model, objective=objective, milestones=milestone_steps, gamma=gamma)
+    step = make_train_step(model, objective, opts, milestone_steps, gamma, labels, plan.steps)
+    init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=milestone_steps,
+                             gamma=gamma)
     begin = functools.partial(begin_epoch, plan=plan)
     hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
     pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
@@ -130,7 +144,10 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         put = lambda t: jax.device_put(_pad_runs(t, r_pad), rs)  # noqa: E731
         x_dev = jax.device_put(jnp.asarray(data.x), rep)
         pools_d = put(pools)
-        state = jax.jit(jax.vmap(init, in_axes=(0, 0, None)), out_shardings=rs)(put(keys), put(hp), sample_x)
+        state = jax.jit(jax.vmap(init, in_axes=(0, 0, None, 0)), out_shardings=rs)(
+            put(keys), put(hp), sample_x, put(warm_start) if warm_start else None)
+        state = _prepare(objective, model, opts, state, data, "vmap", n_runs, r_pad)
+        state = jax.device_put(state, rs)
         one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
         acc0 = jax.device_put(jax.tree.map(lambda z: jnp.zeros((r_pad,) + z.shape, z.dtype),
                                            _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
@@ -181,7 +198,12 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
                 return st, ac
         finite_c = jax.jit(lambda s, a: _finite((s.params, a)))
         x_dev = jnp.asarray(data.x)
-        states = [init_c(jnp.asarray(keys[r]), {k: v[r] for k, v in hp.items()}, sample_x) for r in range(n_runs)]
+        ws = (lambda r: jax.tree.map(lambda a: jnp.asarray(a[r]), warm_start)) if warm_start else (lambda r: None)
+        states = [init_c(jnp.asarray(keys[r]), {k: v[r] for k, v in hp.items()}, sample_x, ws(r)) for r in range(n_runs)]
+        if hasattr(objective, "prepare"):
+            stacked = _prepare(objective, model, opts, jax.tree.map(lambda *xs: jnp.stack(xs), *states), data,
+                               "loop", n_runs, n_runs)
+            states = [jax.tree.map(lambda a: a[r], stacked) for r in range(n_runs)]
         pools_r = [tuple(jnp.asarray(p[r]) for p in pools) for r in range(n_runs)]
         acc0 = _zeros_acc(objective, model, opts, states[0], x_dev, labels)
         for ep in range(epochs):
@@ -205,13 +227,28 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     # The first epoch holds the compilation; report it apart from the steady-state epochs.
     steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else epoch_times[0]
     return FitResult(state=final, history=hist, diverged=diverged, strategy=strategy, epoch_mode=epoch_mode,
-                     plan=plan, compile_s=max(epoch_times[0] - steady, 0.0), train_s=total, epoch_s=epoch_times)
+                     plan=plan, compile_s=max(epoch_times[0] - steady, 0.0), train_s=total, epoch_s=epoch_times,
+                     full_steps_per_epoch=full_steps)
+
+
+def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, data: RunData, strategy: str,
+             n_runs: int, r_pad: int) -> Any:
+    """Run the objective's ``prepare`` hook on the stacked state (runs padded to ``r_pad``)."""
+    if not hasattr(objective, "prepare"):
+        return state
+    feats = apply_runs(lambda p, x: objective.prepare_features(p, model, x), state.params, data.x,
+                       _pad_runs(data.normal_pool, r_pad), strategy=strategy)
+    mask = np.arange(data.normal_pool.shape[1])[None, :] < _pad_runs(data.n_valid, r_pad)[:, None]
+    params, obj_state = jax.jit(jax.vmap(lambda p, o, f, m, h: objective.prepare(p, o, f, m, h, opts)))(
+        state.params, state.obj_state, jnp.asarray(feats), jnp.asarray(mask), state.hp)
+    return state.replace(params=params, obj_state=obj_state)
 
 
 def _zeros_acc(objective: ModuleType, model: nn.Module, opts: Any, state: Any, x_dev: jnp.ndarray,
                labels: jnp.ndarray) -> dict:
     """Zeros shaped like one run's step diagnostics (the Lagrangian's aux), found by ``eval_shape``."""
     x_b = jax.ShapeDtypeStruct((labels.shape[0],) + x_dev.shape[1:], x_dev.dtype)
-    shapes = jax.eval_shape(lambda p, h, d, x: objective.lagrangian(p, model, {"x": x, "y": labels}, h, d, opts)[1],
-                            state.params, state.hp, state.duals, x_b)
+    batch = lambda x: {"x": x, "y": labels, "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}  # noqa: E731
+    shapes = jax.eval_shape(lambda p, o, h, x: objective.loss(p, o, model, batch(x), h, opts)[1],
+                            state.params, state.obj_state, state.hp, x_b)
     return {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}

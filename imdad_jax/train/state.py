@@ -19,9 +19,12 @@ OPTIMIZER_HP = ("lr", "weight_decay")
 
 @flax.struct.dataclass
 class RunState:
+    """One run's training state. ``obj_state`` holds the objective's variables that are not
+    trained by gradient: IMD-AD's dual variables, Deep SVDD's fixed center and radius."""
+
     params: Any
     opt_state: Any
-    duals: Any
+    obj_state: Any
     hp: Any
     key: jnp.ndarray
     step: jnp.ndarray

@@ -31,11 +31,18 @@ def plan_batches(n_normals: int, n_anomalies: int, batch_size: int) -> BatchPlan
     One epoch = ceil((n + m) / batch) steps. Each batch gets round(batch * n / (n + m)) normals
     (at least 1, at most batch - 1) and the rest anomalies; a pool smaller than an epoch needs is
     cycled (its permutation repeats), which is how the rarer group is oversampled.
+    ``n_anomalies == 0`` (methods trained on normals only) gives batches of normals alone.
     """
+    if n_normals < 1:
+        raise ValueError(f"each run needs training normals, got {n_normals}")
+    if n_anomalies == 0:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return BatchPlan(steps=math.ceil(n_normals / batch_size), n_per_batch=batch_size, a_per_batch=0)
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 so every batch holds a normal and an anomaly, got {batch_size}")
-    if n_normals < 1 or n_anomalies < 1:
-        raise ValueError(f"each run needs normals and labelled anomalies, got {n_normals} and {n_anomalies}")
+    if n_anomalies < 0:
+        raise ValueError(f"n_anomalies must be >= 0, got {n_anomalies}")
     total = n_normals + n_anomalies
     bn = min(max(round(batch_size * n_normals / total), 1), batch_size - 1)
     return BatchPlan(steps=math.ceil(total / batch_size), n_per_batch=bn, a_per_batch=batch_size - bn)
@@ -56,40 +63,72 @@ def begin_epoch(state: RunState, normal_pool: jnp.ndarray, n_valid: jnp.ndarray,
     """Advance the run's key and draw its epoch: indices (steps, batch) into the shared data array."""
     key, kn, ka = jax.random.split(state.key, 3)
     idx_n = _permuted_take(kn, normal_pool, n_valid, plan.steps * plan.n_per_batch)
-    idx_a = _permuted_take(ka, anomaly_pool, m_valid, plan.steps * plan.a_per_batch)
+    # max(., 1): a normals-only plan draws no anomalies, and the pool may be empty.
+    idx_a = _permuted_take(ka, anomaly_pool, jnp.maximum(m_valid, 1), plan.steps * plan.a_per_batch)
     idx = jnp.concatenate([idx_n.reshape(plan.steps, -1), idx_a.reshape(plan.steps, -1)], axis=1)
     return state.replace(key=key), idx
 
 
-def init_run(key: jax.Array, hp: dict[str, jnp.ndarray], sample_x: jnp.ndarray, *, model: nn.Module,
-             objective: ModuleType, milestones: tuple[int, ...], gamma: float) -> RunState:
+def init_run(key: jax.Array, hp: dict[str, jnp.ndarray], sample_x: jnp.ndarray, warm_start: dict[str, Any] | None = None,
+             *, model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...],
+             gamma: float) -> RunState:
     """One run's initial state from its key and hyperparameters."""
     k_init, k_run = jax.random.split(key)
-    params = model.init(k_init, sample_x)
+    # Models with parts the forward pass does not touch (a decoder beside a head) name a method
+    # that builds them all.
+    method = getattr(model, "initialize", None)
+    params = model.init(k_init, sample_x, method=method) if method else model.init(k_init, sample_x)
+    params = merge_warm_start(params, warm_start)
     tx = make_optimizer(hp["lr"], hp["weight_decay"], milestones, gamma)
-    return RunState(params=params, opt_state=tx.init(params), duals=objective.init_duals(),
+    return RunState(params=params, opt_state=tx.init(params), obj_state=objective.init_obj_state(opts),
                     hp=hp, key=k_run, step=jnp.zeros((), jnp.int32))
 
 
+def merge_warm_start(params: Any, warm_start: dict[str, Any] | None) -> Any:
+    """Replace top-level submodules' parameters (e.g. ``{"encoder": ...}`` from a pretrained autoencoder)."""
+    if not warm_start:
+        return params
+    inner = dict(params["params"])
+    for name, sub in warm_start.items():
+        if name not in inner:
+            raise ValueError(f"warm start names submodule {name!r}, the model has {sorted(inner)}")
+        if jax.tree.structure(inner[name]) != jax.tree.structure(sub):
+            raise ValueError(f"warm start for {name!r} does not match the model's parameter tree; "
+                             "pretrain with the same architecture")
+        inner[name] = sub
+    return {**params, "params": inner}
+
+
+def make_batch(x_all: jnp.ndarray, idx: jnp.ndarray, labels: jnp.ndarray, state: RunState,
+               steps_per_epoch: int) -> dict[str, jnp.ndarray]:
+    """What an objective's loss sees: inputs, labels (0 normal, 1 labelled anomaly), a step key, the epoch."""
+    # fold_in leaves the run's key stream (which draws the epochs) untouched, so objectives
+    # that need no randomness give the same numbers whatever the others draw.
+    return {"x": x_all[idx], "y": labels, "key": jax.random.fold_in(state.key, state.step),
+            "epoch": state.step // steps_per_epoch}
+
+
 def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...], gamma: float,
-                    labels: jnp.ndarray) -> Callable:
+                    labels: jnp.ndarray, steps_per_epoch: int) -> Callable:
     """``step(state, acc, x_all, idx) -> (state, acc)`` for one run.
 
-    Gathers the batch from the on-device data by index, takes the gradient of the Lagrangian,
-    applies the optax update and the primal projection, then projected dual ascent. ``acc``
-    sums the step diagnostics on device so they are fetched once per epoch.
+    Gathers the batch from the on-device data by index, takes the gradient of the objective's
+    loss (the Lagrangian for IMD-AD), applies the optax update, updates the objective's
+    non-gradient state (projected dual ascent for IMD-AD, the heuristic radius for Deep SVDD),
+    then the objective's projection of the parameters. ``acc`` sums the step diagnostics on
+    device so they are fetched once per epoch.
     """
     # lr and weight decay are read from the optimizer state, so the values given here are unused.
     tx = make_optimizer(0.0, 0.0, milestones, gamma)
-    grad_fn = jax.value_and_grad(objective.lagrangian, has_aux=True)
+    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
 
     def step(state: RunState, acc: dict, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[RunState, dict]:
-        batch = {"x": x_all[idx], "y": labels}
-        (_, aux), grads = grad_fn(state.params, model, batch, state.hp, state.duals, opts)
+        batch = make_batch(x_all, idx, labels, state, steps_per_epoch)
+        (_, aux), grads = grad_fn(state.params, state.obj_state, model, batch, state.hp, opts)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = objective.project(optax.apply_updates(state.params, updates), opts)
-        duals = objective.dual_update(state.duals, aux, state.hp, opts)
+        obj_state = objective.update_obj_state(state.obj_state, aux, state.hp, opts, batch["epoch"])
+        params = objective.project(optax.apply_updates(state.params, updates), obj_state, opts)
         acc = jax.tree.map(jnp.add, acc, aux)
-        return state.replace(params=params, opt_state=opt_state, duals=duals, step=state.step + 1), acc
+        return state.replace(params=params, opt_state=opt_state, obj_state=obj_state, step=state.step + 1), acc
 
     return step

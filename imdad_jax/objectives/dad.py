@@ -1,0 +1,58 @@
+"""D-AD, the paper's first ablation: Deep SVDD soft-boundary plus the labelled anomalies.
+
+``R^2 + 1/nu1 mean_normals max(0, d - R^2) + 1/nu2 mean_anomalies max(0, R^2 - d)`` with ``c``
+and ``R`` heuristic as in Deep SVDD soft-boundary (R^2 the (1 - nu1) quantile of the normals'
+distances). Score ``d(x) - R^2``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from imdad_jax.objectives import _sphere
+from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
+from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+
+HYPERPARAMS = ("nu1", "nu2", "warmup_epochs")
+DEFAULT_HP = {"nu1": 0.1, "nu2": 0.1, "warmup_epochs": 10.0}
+USES_ANOMALIES = True
+
+
+class Options(NamedTuple):
+    margin_param: str = "softplus"
+
+
+def init_obj_state(opts: Options) -> dict:
+    return {"radius2": jnp.zeros((), jnp.float32)}
+
+
+def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, hp: Mapping, opts: Options):
+    return _sphere.prepare_soft_boundary(params, feats, mask, hp["nu1"])
+
+
+def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapping, opts: Options):
+    return _sphere.soft_boundary_loss(params, obj_state["radius2"], model, batch, nu_normals=hp["nu1"],
+                                      nu2=hp["nu2"])
+
+
+def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
+    return _sphere.update_radius(obj_state, aux, epoch, hp["warmup_epochs"])
+
+
+def project(params: Any, obj_state: Any, opts: Options) -> Any:
+    return _sphere.set_radius(params, obj_state["radius2"])
+
+
+def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
+    return _sphere.squared_distance(params, model, x) - obj_state["radius2"]
+
+
+def geometry(params: Any, obj_state: Any, opts: Options) -> dict:
+    return _sphere.sphere_geometry_report(params)
+
+
+def validate_hp(hp: Mapping) -> None:
+    _sphere.check_unit_interval(hp, ("nu1", "nu2"))
+    _sphere.check_positive(hp, ("warmup_epochs",), allow_zero=True)

@@ -1,0 +1,62 @@
+"""Deep SVDD, one-class (Ruff et al., ICML 2018): minimise the mean squared distance of the
+training normals' representations to a fixed center ``c``.
+
+``c`` is the mean representation of the training normals after an initial forward pass (with
+coordinates near 0 pushed to +-eps); the encoder is bias-free (the default encoders are) so the
+trivial map to ``c`` is not available. Normals only; score ``d(x) = ||phi(x) - c||^2``.
+Optional autoencoder pretraining is the experiment's ``pretrain_epochs`` (any objective whose
+model has an encoder takes it).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from imdad_jax.objectives import _sphere
+from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
+from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+
+HYPERPARAMS: tuple[str, ...] = ()
+DEFAULT_HP: dict[str, float] = {}
+USES_ANOMALIES = False
+
+
+class Options(NamedTuple):
+    margin_param: str = "softplus"
+
+
+def init_obj_state(opts: Options) -> dict:
+    return {}
+
+
+def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, hp: Mapping, opts: Options):
+    """The center from the initial forward pass; R^2 = 0 (one-class Deep SVDD has no radius)."""
+    return _sphere.set_sphere(params, _sphere.heuristic_center(feats, mask), jnp.zeros(())), obj_state
+
+
+def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapping, opts: Options):
+    d = _sphere.squared_distance(params, model, batch["x"])
+    value = jnp.mean(d)
+    return value, {"loss": value}
+
+
+def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
+    return obj_state
+
+
+def project(params: Any, obj_state: Any, opts: Options) -> Any:
+    return params
+
+
+def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
+    return _sphere.squared_distance(params, model, x)
+
+
+def geometry(params: Any, obj_state: Any, opts: Options) -> dict:
+    return _sphere.sphere_geometry_report(params)
+
+
+def validate_hp(hp: Mapping) -> None:
+    pass
