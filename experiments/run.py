@@ -37,7 +37,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="fmnist")
+    p.add_argument("--dataset", default="fmnist", help="fmnist, or tabular/synthetic: bc, card, on, moons, spiral")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--all_classes", action="store_true", help="every class in turn as the normal class")
     g.add_argument("--class", dest="classes", type=_ints, help="normal class(es), e.g. 0 or 0,2,6")
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"({' -> '.join(ABLATION)})")
     for name, typ in (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float), ("kappa", float),
                       ("anomaly_fraction", float), ("drocc_ascent_steps", int), ("pretrain_epochs", int),
-                      ("shallow_max_train", int), ("shallow_pca_dims", int), *((h, float) for h in OBJECTIVE_HP)):
+                      ("shallow_max_train", int), ("shallow_pca_dims", int), ("n_folds", int), *((h, float) for h in OBJECTIVE_HP)):
         p.add_argument(f"--{name}", type=typ, help="overrides the preset / the method's default")
     p.add_argument("--conv_features", type=_ints)
     p.add_argument("--dense_features", type=_ints)
@@ -63,6 +63,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure and print the expected wall time first (auto: on CPU only)")
     p.add_argument("--no_progress", action="store_true")
     return p.parse_args(argv)
+
+
+def load_dataset(name: str, data_dir: str | None):
+    """The loader of ``name``: Fashion-MNIST from the search order; tabular data shipped with the package."""
+    from imdad_jax.config import TABULAR_DATASETS
+    from imdad_jax.data import SYNTHETIC_DATASETS, load_synthetic, load_tabular
+
+    if name in TABULAR_DATASETS:
+        return load_synthetic(name) if name in SYNTHETIC_DATASETS else load_tabular(name)
+    return load_fashion_mnist(data_dir, os.environ.get(ENV_VAR))
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -82,7 +92,7 @@ def config_from_args(a: argparse.Namespace, method: str = "imdad"):
     over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "kappa", "anomaly_fraction",
                                        "conv_features", "dense_features", "margin_param", "center_constraint",
                                        "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
-                                       "shallow_max_train", "shallow_pca_dims", *OBJECTIVE_HP)
+                                       "shallow_max_train", "shallow_pca_dims", "n_folds", *OBJECTIVE_HP)
             if getattr(a, k) is not None}
     over["method"] = method
     over["dataset"] = a.dataset
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = parse_methods(a.method)
         cfgs = [config_from_args(a, m) for m in methods]
-        data = load_fashion_mnist(a.data_dir, os.environ.get(ENV_VAR))
+        data = load_dataset(cfgs[0].dataset, a.data_dir)
         n_classes = len(data.class_names)
         for cfg in cfgs:
             if a.all_classes:
@@ -136,11 +146,15 @@ def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None) -> dict:
     from imdad_jax.config import SHALLOW_METHODS
     from imdad_jax.experiment import estimate_seconds, run_experiment
     from imdad_jax.io import per_class_table, provenance, write_results
-    from imdad_jax.paper import PAPER_TABLE2
+    from imdad_jax.paper import PAPER_TABLE2, PEER_DEEP_SAD_MEAN
 
-    n_runs = len(cfg.classes) * len(cfg.seeds)
+    from imdad_jax.config import TABULAR_DATASETS
+
+    folds = cfg.n_folds if cfg.dataset in TABULAR_DATASETS else 1
+    n_runs = len(cfg.classes) * len(cfg.seeds) * folds
     deep = cfg.method not in SHALLOW_METHODS
-    print(f"[{cfg.method}] data: {data.source}; {n_runs} runs ({len(cfg.classes)} classes x {len(cfg.seeds)} seeds) "
+    print(f"[{cfg.method}] data: {data.source}; {n_runs} runs ({len(cfg.classes)} classes x {len(cfg.seeds)} seeds"
+          f"{f' x {folds} folds' if folds > 1 else ''}) "
           f"on {jax.default_backend() if deep else 'cpu (scikit-learn)'} ({len(jax.devices())} device(s)); "
           f"preset {cfg.preset}, {cfg.epochs if deep else '-'} epochs", flush=True)
     if deep and (a.estimate == "yes" or (a.estimate == "auto" and jax.default_backend() == "cpu")):
@@ -171,6 +185,9 @@ def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None) -> dict:
               "data_source": data.source, **out}
     paper = PAPER_TABLE2.get(cfg.dataset, {}).get(cfg.method)
     table = per_class_table(out["runs"], data.class_names, paper)
+    if cfg.dataset in PEER_DEEP_SAD_MEAN:
+        table += (f"\n\nBar: DeepOD's default Deep SAD under this protocol averages {PEER_DEEP_SAD_MEAN[cfg.dataset]:.2f} "
+                  "(../shared/spec/peer_results.md).")
     stem = a.name or f"{cfg.dataset}_{cfg.method}_{cfg.preset}_e{cfg.epochs}"
     if a.name and a.method != cfg.method:
         stem = f"{a.name}_{cfg.method}"

@@ -13,7 +13,12 @@ from imdad_jax.objectives import REGISTRY
 from imdad_jax.objectives.imdad import CENTER_CONSTRAINTS
 from imdad_jax.train.engine import EPOCH_MODES, STRATEGIES
 
-DATASETS = ("fmnist",)
+IMAGE_DATASETS = ("fmnist",)
+TABULAR_DATASETS = ("bc", "card", "on", "moons", "spiral")  # k-fold CV, FC3 (paper Table I)
+DATASETS = IMAGE_DATASETS + TABULAR_DATASETS
+# The paper's settings per kind of data (IV-A3): FC3 and batch 50 for tabular and synthetic data.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {"arch": "fc3", "dense_features": (64, 32, 16), "batch_size": 50} for name in TABULAR_DATASETS}
 DEEP_METHODS = tuple(REGISTRY)
 # The shallow baselines (imdad_jax.shallow), named here so the config validates without importing them.
 SHALLOW_METHODS = ("iforest", "kde", "ocsvm", "svdd", "sslm")
@@ -36,6 +41,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0,)
     method: str = "imdad"
     anomaly_fraction: float = 0.1
+    n_folds: int = 5  # tabular and synthetic data (stratified k-fold CV)
     # model (paper Table I names only "CNN2+FC3"; the widths are ours)
     arch: str = "cnn2"
     conv_features: tuple[int, ...] = (16, 32)
@@ -101,6 +107,8 @@ class ExperimentConfig:
             bad("no normal class given; pass --class=K or --all_classes")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             bad(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if self.n_folds < 2:
+            bad(f"n_folds must be >= 2, got {self.n_folds}")
         if self.epochs < 1:
             bad(f"epochs must be >= 1, got {self.epochs}; pass e.g. --epochs=10")
         if self.batch_size < 2:
@@ -162,4 +170,5 @@ def make_config(preset: str = "paper", **overrides: Any) -> ExperimentConfig:
     unknown = set(overrides) - fields
     if unknown:
         raise ConfigError(f"unknown config fields {sorted(unknown)}")
-    return ExperimentConfig(**{**PRESETS[preset], **overrides, "preset": preset}).validate()
+    base = DATASET_DEFAULTS.get(overrides.get("dataset", "fmnist"), {})
+    return ExperimentConfig(**{**base, **PRESETS[preset], **overrides, "preset": preset}).validate()

@@ -2,20 +2,71 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import jax
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from imdad_jax.config import OBJECTIVE_HP, SHALLOW_METHODS, ExperimentConfig
 from imdad_jax.data.fashion_mnist import ImageDataset
-from imdad_jax.data.protocol import labelled_anomalies, one_vs_rest_runs, preprocess_images
-from imdad_jax.evaluate import apply_runs, auc_per_run, nu_property, summarize_runs
+from imdad_jax.data.folds import cv_runs, test_labels
+from imdad_jax.data.protocol import one_vs_rest_runs, preprocess_images
+from imdad_jax.data.tabular import TabularDataset
+from imdad_jax.evaluate import apply_runs, nu_property, summarize_runs
 from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
 from imdad_jax.train import fit
-from imdad_jax.train.engine import FitResult
+from imdad_jax.train.engine import FitResult, RunData
+
+Dataset = Union[ImageDataset, TabularDataset]
+
+
+@dataclass
+class Split:
+    """Every run's training data and test set, whatever the protocol.
+
+    Images: the standard split, every run scores the whole ``x_test`` (``test_idx`` None).
+    Tabular / synthetic: k-fold CV, every run has its own scaled copy in ``data.x`` and scores its
+    own test fold, ``x_test[test_idx[r, :test_valid[r]]]``.
+    """
+
+    ids: list[dict[str, Any]]
+    data: RunData
+    keys: np.ndarray
+    x_test: np.ndarray
+    test_idx: np.ndarray | None
+    test_valid: np.ndarray | None
+    is_anomaly: list[np.ndarray]
+
+    def test_rows(self, r: int) -> np.ndarray:
+        """Run r's test inputs."""
+        return self.x_test if self.test_idx is None else self.x_test[self.test_idx[r, :self.test_valid[r]]]
+
+
+def make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
+    """The runs of ``cfg`` on ``dataset`` under the paper's protocol for its kind of data."""
+    if isinstance(dataset, TabularDataset):
+        ids, data, keys, test_idx, test_valid = cv_runs(dataset.x, dataset.y, cfg.classes, cfg.seeds, cfg.n_folds,
+                                                        cfg.anomaly_fraction)
+        labels = test_labels(dataset.y, ids, test_idx, test_valid, len(dataset.y))
+        return Split(ids, data, keys, data.x, test_idx, test_valid, labels)
+    x_train = preprocess_images(dataset.x_train)
+    ids, data, keys = one_vs_rest_runs(x_train, dataset.y_train, cfg.classes, cfg.seeds, cfg.anomaly_fraction)
+    labels = [dataset.y_test != rid["normal_class"] for rid in ids]
+    return Split(ids, data, keys, preprocess_images(dataset.x_test), None, None, labels)
+
+
+def _auc(scores: np.ndarray, split: Split) -> np.ndarray:
+    """ROC AUC per run over its valid test rows; NaN where a score is not finite."""
+    out = np.full(len(split.ids), np.nan)
+    for r, lab in enumerate(split.is_anomaly):
+        s = scores[r, :len(lab)]
+        if np.all(np.isfinite(s)):
+            out[r] = roc_auc_score(lab, s)
+    return out
 
 
 def objective_options(cfg: ExperimentConfig, method: str | None = None) -> tuple[ModuleType, Any]:
@@ -48,10 +99,11 @@ def run_hyperparams(cfg: ExperimentConfig, n_runs: int, method: str | None = Non
     return {k: np.full(n_runs, v, np.float32) for k, v in hp.items()}
 
 
-def _fit(cfg: ExperimentConfig, dataset: ImageDataset, *, steps_per_epoch: int | None = None, epochs: int | None = None,
-         callback: Callable | None = None) -> tuple[list[dict], Any, FitResult, tuple]:
-    x_train = preprocess_images(dataset.x_train)
-    ids, data, keys = one_vs_rest_runs(x_train, dataset.y_train, cfg.classes, cfg.seeds, cfg.anomaly_fraction)
+def _fit(cfg: ExperimentConfig, dataset: Dataset, *, steps_per_epoch: int | None = None, epochs: int | None = None,
+         callback: Callable | None = None, split: Split | None = None) -> tuple[Split, FitResult, tuple]:
+    split = split or make_split(cfg, dataset)
+    data, keys = split.data, split.keys
+    x_train = data.x
     obj, opts = objective_options(cfg)
     hp = run_hyperparams(cfg, data.n_runs)
     obj.validate_hp(hp)
@@ -67,19 +119,19 @@ def _fit(cfg: ExperimentConfig, dataset: ImageDataset, *, steps_per_epoch: int |
         warm = {"encoder": pre.state.params["params"]["encoder"]}
     res = fit(build_model(cfg, x_train.shape[1:]), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs,
               milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback, **common)
-    return ids, data, res, (obj, opts)
+    return split, res, (obj, opts)
 
 
-def estimate_seconds(cfg: ExperimentConfig, dataset: ImageDataset, probe_steps: int = 5) -> dict[str, float]:
+def estimate_seconds(cfg: ExperimentConfig, dataset: Dataset, probe_steps: int = 5) -> dict[str, float]:
     """Measured (not guessed) wall time of the full schedule: a few real steps of every run, timed after warm-up."""
-    _, _, res, _ = _fit(cfg, dataset, steps_per_epoch=probe_steps, epochs=2)
+    _, res, _ = _fit(cfg, dataset, steps_per_epoch=probe_steps, epochs=2)
     per_step = res.epoch_s[1] / res.plan.steps  # all runs, one step each
     total = per_step * res.full_steps_per_epoch * (cfg.epochs + cfg.pretrain_epochs)
     return {"seconds_per_step_all_runs": per_step, "steps_per_epoch": res.full_steps_per_epoch,
             "total_s": total, "compile_s": res.compile_s, "strategy": res.strategy, "epoch_mode": res.epoch_mode}
 
 
-def run_experiment(cfg: ExperimentConfig, dataset: ImageDataset,
+def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
                    callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> dict[str, Any]:
     """Train every (class, seed) run of ``cfg`` as one program and evaluate it.
 
@@ -89,16 +141,15 @@ def run_experiment(cfg: ExperimentConfig, dataset: ImageDataset,
     if cfg.method in SHALLOW_METHODS:
         return run_shallow_experiment(cfg, dataset)
     t0 = time.perf_counter()
-    ids, data, res, (obj, opts) = _fit(cfg, dataset, callback=callback)
+    split, res, (obj, opts) = _fit(cfg, dataset, callback=callback)
+    ids, data = split.ids, split.data
     model = build_model(cfg, data.x.shape[1:])
     params, obj_state = res.state.params, res.state.obj_state
     strategy = res.strategy
-    x_test = preprocess_images(dataset.x_test)
     t_eval = time.perf_counter()
-    scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (params, obj_state), x_test,
-                        strategy=strategy)
-    is_anom = np.stack([dataset.y_test != rid["normal_class"] for rid in ids])
-    auc = auc_per_run(scores, is_anom)
+    scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (params, obj_state), split.x_test,
+                        split.test_idx, strategy=strategy)
+    auc = _auc(scores, split)
     geometry = ({k: np.asarray(v) for k, v in obj.geometry(params, obj_state, opts).items()}
                 if hasattr(obj, "geometry") else {})
     nu = {}
@@ -123,30 +174,31 @@ def run_experiment(cfg: ExperimentConfig, dataset: ImageDataset,
             "hyperparams": resolve_hyperparams(cfg, obj)}
 
 
-def run_shallow_experiment(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, Any]:
-    """A shallow baseline on the same runs (same labelled anomalies) as the deep methods.
+def run_shallow_experiment(cfg: ExperimentConfig, dataset: Dataset) -> dict[str, Any]:
+    """A shallow baseline on the same runs (same labelled anomalies, same folds and scaling) as the deep methods.
 
     Images go in as flattened [0, 1] pixels, PCA-reduced to ``cfg.shallow_pca_dims`` (fit on the
-    training normals); the grid is chosen on a validation split of the training data (never the test set).
+    training normals); tabular rows as scaled by the protocol, without PCA. The grid is chosen on a
+    validation split of the training data (never the test set).
     """
     from imdad_jax.shallow import fit_score
 
     t0 = time.perf_counter()
-    x_train = preprocess_images(dataset.x_train).reshape(len(dataset.y_train), -1)
-    x_test = preprocess_images(dataset.x_test).reshape(len(dataset.y_test), -1)
+    split = make_split(cfg, dataset)
+    data = split.data
+    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    pca = cfg.shallow_pca_dims if isinstance(dataset, ImageDataset) else None
     rows = []
-    for s in cfg.seeds:
-        for k in cfg.classes:
-            normals = x_train[dataset.y_train == k]
-            anomalies = x_train[labelled_anomalies(dataset.y_train, k, s, cfg.anomaly_fraction)]
-            res = fit_score(cfg.method, normals, anomalies, x_test, seed=s, max_train=cfg.shallow_max_train,
-                            pca_dims=cfg.shallow_pca_dims)
-            finite = bool(np.all(np.isfinite(res.scores)))
-            auc = float(auc_per_run(res.scores[None], (dataset.y_test != k)[None])[0]) if finite else None
-            rows.append({"normal_class": int(k), "seed": int(s), "method": cfg.method, "auc": auc,
-                         "diverged": not finite, "params": res.params, "val_auc": res.val_auc,
-                         "fit_s": res.fit_s, "n_normals": int(len(normals)),
-                         "n_labelled_anomalies": int(len(anomalies))})
+    for r, rid in enumerate(split.ids):
+        normals = flat(data.x[data.normal_pool[r, :data.n_valid[r]]])
+        anomalies = flat(data.x[data.anomaly_pool[r, :data.m_valid[r]]])
+        res = fit_score(cfg.method, normals, anomalies, flat(split.test_rows(r)), seed=rid["seed"],
+                        max_train=cfg.shallow_max_train, pca_dims=pca)
+        finite = bool(np.all(np.isfinite(res.scores)))
+        auc = float(roc_auc_score(split.is_anomaly[r], res.scores)) if finite else None
+        rows.append({**rid, "method": cfg.method, "auc": auc, "diverged": not finite, "params": res.params,
+                     "val_auc": res.val_auc, "fit_s": res.fit_s, "n_normals": int(len(normals)),
+                     "n_labelled_anomalies": int(len(anomalies))})
     total = time.perf_counter() - t0
     timing = {"train_s": total, "compile_s": 0.0, "eval_s": 0.0, "total_s": total, "steps_per_epoch": 0,
               "strategy": "shallow", "epoch_mode": "n/a", "backend": "cpu (numpy/scikit-learn)", "devices": []}

@@ -27,6 +27,18 @@ def test_cli_end_to_end_writes_results(fake_fmnist_dir, tmp_path):
     assert "| 0 | T-shirt/top |" in md and "96.37" in md and "command:" in md
 
 
+def test_cli_tabular_runs_every_class_fold_as_one_program(tmp_path):
+    """Synthetic two moons (shipped generator, no files): 2 classes x 5 folds = 10 runs, each on its own fold."""
+    rc = cli.main(["--dataset=moons", "--all_classes", "--preset=tiny", "--epochs=3", "--method=imdad,ocsvm",
+                   f"--out_dir={tmp_path}", "--name=m", "--no_progress", "--estimate=no"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "m_imdad.json").read_text())
+    assert sorted((r["normal_class"], r["fold"]) for r in rec["runs"]) == [(k, f) for k in (0, 1) for f in range(5)]
+    assert rec["config"]["arch"] == "fc3" and rec["config"]["batch_size"] == 32  # tiny preset over tabular defaults
+    shallow = json.loads((tmp_path / "m_ocsvm.json").read_text())["runs"]
+    assert len(shallow) == 10 and all(0.5 < r["auc"] <= 1 for r in shallow)
+
+
 def test_cli_several_methods_write_one_table_and_the_ablation(fake_fmnist_dir, tmp_path):
     # Every method's own behaviour is tested in test_objectives / test_shallow; here the CLI's
     # multi-method path, on the ablation chain plus a shallow method (all methods take minutes).
