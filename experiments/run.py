@@ -216,7 +216,7 @@ def write_method_table(a: argparse.Namespace, cfgs: list, data, results: dict, a
     kind = "ablation" if tuple(results) == ABLATION else "methods"
     stem = f"{a.name}_{kind}" if a.name else f"{cfg.dataset}_{kind}_{cfg.preset}_e{cfg.epochs}"
     wall = {m: r["timing"]["total_s"] for m, r in results.items()}
-    md = [f"# {stem}", "", "AUC % on the test set, mean over seeds; '(paper)' columns are the paper's Table II "
+    md = [f"# {stem}", "", "AUC % on the test set, mean over seeds; '(paper)' columns are the paper's (Table II images, Table III tabular) "
           "(deep_sad: reference Deep-SAD-PyTorch under the same protocol, ../shared/spec/peer_results.md).", "",
           table, ""]
     if kind == "ablation":
