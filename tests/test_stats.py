@@ -66,3 +66,26 @@ def test_stats_cli_writes_table_and_cd_png(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"runs": []}))
     assert stats_cli.main([str(bad), f"--out={tmp_path / 't'}"]) == 2
+
+
+def test_report_puts_ours_beside_the_paper(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import report
+
+    runs = [{"normal_class": k, "seed": 0, "fold": f, "auc": 0.9 + 0.01 * k, "diverged": False}
+            for k in (0, 1) for f in range(5)]
+    rec = {"config": {"method": "imdad", "dataset": "bc", "epochs": 200, "lr": 1e-3, "batch_size": 50,
+                      "seeds": [0], "n_folds": 5},
+           "provenance": {"command": "python experiments/run.py --dataset=bc", "git_commit": "abc", "devices": "cpu"},
+           "runs": runs, "timing": {"total_s": 12.0}}
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "bc_imdad_paper_e200.json").write_text(json.dumps(rec))
+    out = tmp_path / "rep.md"
+    assert report.main([f"--results={tmp_path / 'res'}", f"--out={out}"]) == 0
+    md = out.read_text()
+    assert "| 0 | 90.00 ± 0.00 | 96.12 | -6.12 |" in md and "97.67" in md  # paper and Deep SAD bar beside ours
+    assert report.main([f"--results={tmp_path / 'res'}", f"--out={out}", "--method=drocc"]) == 2
