@@ -186,7 +186,8 @@ def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None) -> dict:
     paper = PAPER_TABLE2.get(cfg.dataset, {}).get(cfg.method)
     table = per_class_table(out["runs"], data.class_names, paper)
     if cfg.dataset in PEER_DEEP_SAD_MEAN:
-        table += (f"\n\nBar: DeepOD's default Deep SAD under this protocol averages {PEER_DEEP_SAD_MEAN[cfg.dataset]:.2f} "
+        table += ("\n\nBar: a standard Deep SAD (DeepOD defaults on tabular data, the reference Deep-SAD-PyTorch on "
+                  f"Fashion-MNIST) under this protocol averages {PEER_DEEP_SAD_MEAN[cfg.dataset]:.2f} "
                   "(../shared/spec/peer_results.md).")
     stem = a.name or f"{cfg.dataset}_{cfg.method}_{cfg.preset}_e{cfg.epochs}"
     if a.name and a.method != cfg.method:
