@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from imdad_jax.config import DEEP_METHODS, METHODS, OBJECTIVE_HP, PRESETS, ConfigError, make_config  # noqa: E402
-from imdad_jax.data.fashion_mnist import ENV_VAR, DataNotFoundError, load_fashion_mnist  # noqa: E402
+from imdad_jax.config import (DATASETS, DEEP_METHODS, IMAGE_DATASETS, METHODS, OBJECTIVE_HP, PRESETS,  # noqa: E402
+                              ConfigError, make_config)
+from imdad_jax.data.fashion_mnist import DataNotFoundError  # noqa: E402
 from imdad_jax.data.idx import DataFileError  # noqa: E402
 
 
@@ -37,26 +38,35 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="fmnist", help="fmnist, or tabular/synthetic: bc, card, on, moons, spiral")
+    p.add_argument("--dataset", default="fmnist",
+                   help="mnist, fmnist, cifar10; tabular/synthetic: bc, card, on, moons, spiral; a comma list; or "
+                        "'all' (every dataset whose files are on this machine, images at --preset=quick on a CPU "
+                        "unless --preset is given)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--all_classes", action="store_true", help="every class in turn as the normal class")
     g.add_argument("--class", dest="classes", type=_ints, help="normal class(es), e.g. 0 or 0,2,6")
     p.add_argument("--seeds", type=_ints, default=(0,), help="seeds, e.g. 0,1,2 (each adds a run per class)")
-    p.add_argument("--preset", default="paper", help=f"named schedule: {', '.join(PRESETS)} (default: paper)")
+    p.add_argument("--preset", help=f"named schedule: {', '.join(PRESETS)} (default: paper)")
     p.add_argument("--method", default="imdad",
                    help=f"one of {', '.join(METHODS)}; a comma list; 'all' (every method); or 'ablation' "
                         f"({' -> '.join(ABLATION)})")
     for name, typ in (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float), ("kappa", float),
-                      ("anomaly_fraction", float), ("drocc_ascent_steps", int), ("pretrain_epochs", int),
+                      ("anomaly_fraction", float), ("anomaly_share", float), ("drocc_ascent_steps", int),
+                      ("pretrain_epochs", int),
                       ("shallow_max_train", int), ("shallow_pca_dims", int), ("n_folds", int), *((h, float) for h in OBJECTIVE_HP)):
         p.add_argument(f"--{name}", type=typ, help="overrides the preset / the method's default")
+    p.add_argument("--tune", help="choose per-run values on a validation split of each run's training data, e.g. "
+                                  "'lr=1e-3,1e-4;nu1=0.05,0.1' (every combination trains as one program)")
+    p.add_argument("--val_fraction", type=float, help="share of each run's training normals and labelled anomalies "
+                                                      "held out for --tune (default 0.25)")
     p.add_argument("--conv_features", type=_ints)
     p.add_argument("--dense_features", type=_ints)
     p.add_argument("--margin_param", help="softplus (default) or raw")
     p.add_argument("--center_constraint", help="projection (default), multiplier or augmented")
     p.add_argument("--strategy", help="auto (default), vmap or loop")
     p.add_argument("--epoch_mode", help="auto (default), scan or steps")
-    p.add_argument("--data_dir", help=f"folder with the IDX files (else ${ENV_VAR}, the Debian package, TFDS)")
+    p.add_argument("--data_dir", help="folder with the image dataset's files (else $IMDAD_MNIST_DIR, $IMDAD_FMNIST_DIR, "
+                                      "$IMDAD_CIFAR10_DIR, then the places docs/data.md lists, then TFDS)")
     p.add_argument("--out_dir", default=str(ROOT / "results"))
     p.add_argument("--name", help="results file stem (default from dataset, preset and epochs)")
     p.add_argument("--estimate", choices=("auto", "yes", "no"), default="auto",
@@ -66,13 +76,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_dataset(name: str, data_dir: str | None):
-    """The loader of ``name``: Fashion-MNIST from the search order; tabular data shipped with the package."""
+    """The loader of ``name``: images from their search order (flag, environment, system); tabular data shipped."""
     from imdad_jax.config import TABULAR_DATASETS
-    from imdad_jax.data import SYNTHETIC_DATASETS, load_synthetic, load_tabular
+    from imdad_jax.data import (SYNTHETIC_DATASETS, cifar10, fashion_mnist, load_cifar10, load_fashion_mnist,
+                                load_mnist, load_synthetic, load_tabular, mnist)
 
     if name in TABULAR_DATASETS:
         return load_synthetic(name) if name in SYNTHETIC_DATASETS else load_tabular(name)
-    return load_fashion_mnist(data_dir, os.environ.get(ENV_VAR))
+    loader, env = {"mnist": (load_mnist, mnist.ENV_VAR), "fmnist": (load_fashion_mnist, fashion_mnist.ENV_VAR),
+                   "cifar10": (load_cifar10, cifar10.ENV_VAR)}[name]
+    return loader(data_dir, os.environ.get(env))
+
+
+def parse_datasets(text: str) -> tuple[str, ...]:
+    """``all`` or a comma list of dataset names."""
+    if text == "all":
+        return DATASETS
+    names = tuple(d.strip() for d in text.split(",") if d.strip())
+    bad = [d for d in names if d not in DATASETS]
+    if bad or not names:
+        raise ConfigError(f"unknown dataset {bad or text!r}; choose from {', '.join(DATASETS)} or 'all'")
+    return names
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -90,10 +114,19 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 def config_from_args(a: argparse.Namespace, method: str = "imdad"):
     over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "kappa", "anomaly_fraction",
-                                       "conv_features", "dense_features", "margin_param", "center_constraint",
+                                       "anomaly_share", "conv_features", "dense_features", "margin_param",
+                                       "center_constraint",
                                        "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
                                        "shallow_max_train", "shallow_pca_dims", "n_folds", *OBJECTIVE_HP)
             if getattr(a, k) is not None}
+    if a.tune:
+        from imdad_jax.tuning import parse_grid
+        try:
+            over["tune"] = parse_grid(a.tune)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if a.val_fraction is not None:
+        over["val_fraction"] = a.val_fraction
     over["method"] = method
     over["dataset"] = a.dataset
     over["seeds"] = a.seeds
@@ -107,9 +140,44 @@ def config_from_args(a: argparse.Namespace, method: str = "imdad"):
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     try:
+        datasets = parse_datasets(a.dataset)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(datasets) == 1:
+        a.dataset = datasets[0]
+        a.preset = a.preset or "paper"
+        return run_dataset(a, argv)
+    if a.name:
+        print("error: --name names one dataset's files; drop it with several datasets", file=sys.stderr)
+        return 2
+    import jax
+
+    # Images at the paper's length only where an accelerator makes it affordable (hours on a CPU).
+    image_preset = a.preset or ("quick" if jax.default_backend() == "cpu" else "paper")
+    codes = {}
+    for name in datasets:
+        sub = argparse.Namespace(**{**vars(a), "dataset": name,
+                                    "preset": image_preset if name in IMAGE_DATASETS else (a.preset or "paper")})
+        print(f"=== {name} (preset {sub.preset}) ===", flush=True)
+        codes[name] = run_dataset(sub, argv, missing_ok=True)
+    print("datasets: " + ", ".join(f"{n} {'done' if c == 0 else 'skipped (no data)' if c == 3 else 'failed'}"
+                                   for n, c in codes.items()))
+    return max(c for c in codes.values() if c != 3) if any(c != 3 for c in codes.values()) else 3
+
+
+def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool = False) -> int:
+    """Every method of ``a`` on the one dataset ``a.dataset``; 2 on a bad setting, 3 when the data is absent."""
+    try:
         methods = parse_methods(a.method)
         cfgs = [config_from_args(a, m) for m in methods]
-        data = load_dataset(cfgs[0].dataset, a.data_dir)
+        try:
+            data = load_dataset(cfgs[0].dataset, a.data_dir)
+        except DataNotFoundError as e:
+            if missing_ok:
+                print(f"skipping {a.dataset}: {e}", file=sys.stderr)
+                return 3
+            raise
         n_classes = len(data.class_names)
         for cfg in cfgs:
             if a.all_classes:

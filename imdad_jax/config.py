@@ -13,12 +13,14 @@ from imdad_jax.objectives import REGISTRY
 from imdad_jax.objectives.imdad import CENTER_CONSTRAINTS
 from imdad_jax.train.engine import EPOCH_MODES, STRATEGIES
 
-IMAGE_DATASETS = ("fmnist",)
+IMAGE_DATASETS = ("mnist", "fmnist", "cifar10")
 TABULAR_DATASETS = ("bc", "card", "on", "moons", "spiral")  # k-fold CV, FC3 (paper Table I)
 DATASETS = IMAGE_DATASETS + TABULAR_DATASETS
 # The paper's settings per kind of data (IV-A3): FC3 and batch 50 for tabular and synthetic data.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     name: {"arch": "fc3", "dense_features": (64, 32, 16), "batch_size": 50} for name in TABULAR_DATASETS}
+# CIFAR-10: CNN3+FC3 (Table I); the widths are ours, as for CNN2 (docs/method.md).
+DATASET_DEFAULTS["cifar10"] = {"arch": "cnn3", "conv_features": (32, 64, 128)}
 DEEP_METHODS = tuple(REGISTRY)
 # The shallow baselines (imdad_jax.shallow), named here so the config validates without importing them.
 SHALLOW_METHODS = ("iforest", "kde", "ocsvm", "svdd", "sslm")
@@ -41,6 +43,9 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0,)
     method: str = "imdad"
     anomaly_fraction: float = 0.1
+    # the labelled anomalies' share of each batch: None = their share of the training set (the
+    # paper's stratified batches); 0.5 = balanced batches (DeepOD's weighted sampler for Deep SAD)
+    anomaly_share: float | None = None
     n_folds: int = 5  # tabular and synthetic data (stratified k-fold CV)
     # model (paper Table I names only "CNN2+FC3"; the widths are ours)
     arch: str = "cnn2"
@@ -74,6 +79,10 @@ class ExperimentConfig:
     kappa: float = 10.0
     drocc_ascent_steps: int = 5
     pretrain_epochs: int = 0  # autoencoder pretraining of the encoder (any deep method but the autoencoder)
+    # hyperparameters chosen per run on a validation split of its training data (imdad_jax.tuning):
+    # ((name, (values...)), ...) over lr, weight_decay and the method's HYPERPARAMS; () = no tuning
+    tune: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    val_fraction: float = 0.25
     # shallow baselines
     shallow_max_train: int = 1000
     shallow_pca_dims: int | None = 32
@@ -118,6 +127,9 @@ class ExperimentConfig:
             v = getattr(self, name)
             if v is not None and not 0 < v <= 1:
                 bad(f"{name} must lie in (0, 1], got {v}; pass e.g. --{name}=0.1")
+        if self.anomaly_share is not None and not 0 < self.anomaly_share < 1:
+            bad(f"anomaly_share must lie in (0, 1), got {self.anomaly_share}; pass e.g. --anomaly_share=0.5 "
+                "for balanced batches, or leave it unset for the training set's proportion")
         for name in ("lr", "dual_lr", "kappa", "eta", "drocc_radius", "drocc_lambda", "drocc_step_size"):
             v = getattr(self, name)
             if v is not None and not v > 0:
@@ -126,6 +138,16 @@ class ExperimentConfig:
             v = getattr(self, name)
             if v is not None and not v >= 0:
                 bad(f"{name} must be >= 0, got {v}")
+        if self.tune:
+            if self.method in SHALLOW_METHODS:
+                bad(f"--tune is for the deep methods; {self.method} chooses its own grid on a validation split")
+            from imdad_jax.tuning import check_grid
+            try:
+                check_grid(self.tune, ("lr", "weight_decay", *REGISTRY[self.method].HYPERPARAMS))
+            except ValueError as e:
+                bad(str(e))
+            if not 0 < self.val_fraction < 1:
+                bad(f"val_fraction must lie in (0, 1), got {self.val_fraction}; e.g. --val_fraction=0.25")
         if self.drocc_gamma is not None and not self.drocc_gamma >= 1:
             bad(f"drocc_gamma must be >= 1, got {self.drocc_gamma}")
         if self.drocc_ascent_steps < 1:

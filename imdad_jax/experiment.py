@@ -20,6 +20,7 @@ from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
 from imdad_jax.train import fit
 from imdad_jax.train.engine import FitResult, RunData
+from imdad_jax.tuning import choose, grid_hyperparams, grid_points, holdout, tile_runs, validation_auc
 
 Dataset = Union[ImageDataset, TabularDataset]
 
@@ -99,16 +100,17 @@ def run_hyperparams(cfg: ExperimentConfig, n_runs: int, method: str | None = Non
     return {k: np.full(n_runs, v, np.float32) for k, v in hp.items()}
 
 
-def _fit(cfg: ExperimentConfig, dataset: Dataset, *, steps_per_epoch: int | None = None, epochs: int | None = None,
-         callback: Callable | None = None, split: Split | None = None) -> tuple[Split, FitResult, tuple]:
+def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int | None = None,
+         epochs: int | None = None, callback: Callable | None = None, split: Split | None = None,
+         hp: dict[str, np.ndarray] | None = None) -> tuple[Split, FitResult, tuple]:
     split = split or make_split(cfg, dataset)
     data, keys = split.data, split.keys
     x_train = data.x
     obj, opts = objective_options(cfg)
-    hp = run_hyperparams(cfg, data.n_runs)
+    hp = run_hyperparams(cfg, data.n_runs) if hp is None else hp
     obj.validate_hp(hp)
     common = dict(batch_size=cfg.batch_size, strategy=cfg.strategy, epoch_mode=cfg.epoch_mode,
-                  steps_per_epoch=steps_per_epoch)
+                  steps_per_epoch=steps_per_epoch, anomaly_share=cfg.anomaly_share)
     warm = None
     if cfg.pretrain_epochs > 0 and cfg.method != "autoencoder":
         # Autoencoder pretraining on the same runs' normals; its encoder warm-starts the method's.
@@ -120,6 +122,35 @@ def _fit(cfg: ExperimentConfig, dataset: Dataset, *, steps_per_epoch: int | None
     res = fit(build_model(cfg, x_train.shape[1:]), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs,
               milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback, **common)
     return split, res, (obj, opts)
+
+
+def tune_hyperparams(cfg: ExperimentConfig, split: Split) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each run's values from the grid ``cfg.tune``, chosen by validation AUC on held-out training rows.
+
+    All (run x grid point) pairs train as one program on the rest of their training data; the test
+    rows are never seen. Returns the per-run hyperparameter arrays (R,) and a report of the choice.
+    """
+    t0 = time.perf_counter()
+    obj, opts = objective_options(cfg)
+    points = grid_points(cfg.tune)
+    g, n_runs = len(points), split.data.n_runs
+    ho = holdout(split.data, split.keys, cfg.val_fraction)
+    data_g, keys_g = tile_runs(ho.train, split.keys, g)
+    hp_g = grid_hyperparams(run_hyperparams(cfg, n_runs), points)
+    obj.validate_hp(hp_g)
+    sub = Split([], data_g, keys_g, data_g.x, None, None, [])
+    _, res, _ = _fit(cfg, None, split=sub, hp=hp_g)
+    model = build_model(cfg, data_g.x.shape[1:])
+    scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (res.state.params, res.state.obj_state),
+                        data_g.x, np.repeat(ho.val_idx, g, axis=0), strategy=res.strategy)
+    val_auc = validation_auc(scores, np.repeat(ho.val_valid, g), [lab for lab in ho.val_is_anomaly for _ in range(g)])
+    best = choose(val_auc, g)
+    hp = {k: v.reshape(n_runs, g)[np.arange(n_runs), best] for k, v in hp_g.items()}
+    report = {"grid": [[n, list(v)] for n, v in cfg.tune], "val_fraction": cfg.val_fraction, "points": points,
+              "val_auc": val_auc.reshape(n_runs, g), "chosen": best, "n_val": ho.val_valid,
+              "n_val_anomalies": np.array([int(lab.sum()) for lab in ho.val_is_anomaly]),
+              "seconds": time.perf_counter() - t0}
+    return hp, report
 
 
 def estimate_seconds(cfg: ExperimentConfig, dataset: Dataset, probe_steps: int = 5) -> dict[str, float]:
@@ -141,7 +172,9 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
     if cfg.method in SHALLOW_METHODS:
         return run_shallow_experiment(cfg, dataset)
     t0 = time.perf_counter()
-    split, res, (obj, opts) = _fit(cfg, dataset, callback=callback)
+    split = make_split(cfg, dataset)
+    hp, tuning = tune_hyperparams(cfg, split) if cfg.tune else (None, None)
+    split, res, (obj, opts) = _fit(cfg, dataset, callback=callback, split=split, hp=hp)
     ids, data = split.ids, split.data
     model = build_model(cfg, data.x.shape[1:])
     params, obj_state = res.state.params, res.state.obj_state
@@ -165,13 +198,21 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
         row["method"] = cfg.method
         row["n_normals"] = int(data.n_valid[r])
         row["n_labelled_anomalies"] = int(data.m_valid[r]) if getattr(obj, "USES_ANOMALIES", True) else 0
+        if tuning:
+            row["tuned"] = tuning["points"][int(tuning["chosen"][r])]
+            row["val_auc"] = float(tuning["val_auc"][r, tuning["chosen"][r]])
     timing = {"train_s": res.train_s, "compile_s": res.compile_s, "eval_s": time.perf_counter() - t_eval,
               "total_s": time.perf_counter() - t0, "epoch_s_median": float(np.median(res.epoch_s)),
               "steps_per_epoch": res.plan.steps, "strategy": strategy, "epoch_mode": res.epoch_mode,
               "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+    if tuning:
+        timing["tune_s"] = tuning["seconds"]
     history = {k: v.tolist() for k, v in res.history.items()}
-    return {"runs": rows, "history": history, "timing": timing, "batch_plan": res.plan._asdict(),
-            "hyperparams": resolve_hyperparams(cfg, obj)}
+    out = {"runs": rows, "history": history, "timing": timing, "batch_plan": res.plan._asdict(),
+           "hyperparams": resolve_hyperparams(cfg, obj)}
+    if tuning:
+        out["tuning"] = tuning
+    return out
 
 
 def run_shallow_experiment(cfg: ExperimentConfig, dataset: Dataset) -> dict[str, Any]:

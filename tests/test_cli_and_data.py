@@ -132,3 +132,47 @@ def test_config_validation_and_milestones():
     assert cfg.milestones == (100, 150) and cfg.lr == 1e-4 and cfg.batch_size == 150 and cfg.epochs == 200
     with pytest.raises(ConfigError, match="center_constraint"):
         make_config("paper", center_constraint="nope")
+
+
+def test_cli_cifar10_and_mnist_from_fixture_files(tmp_path):
+    """The same CLI on CIFAR-10 (CNN3, 32x32x3) and MNIST, from small files in their standard formats."""
+    from imdad_jax.data import write_cifar10_fixture, write_mnist_fixture
+
+    write_cifar10_fixture(tmp_path / "c10", n_train_per_class=12, n_test_per_class=4)
+    rc = cli.main(["--dataset=cifar10", "--class=2", "--preset=tiny", "--epochs=1", f"--data_dir={tmp_path / 'c10'}",
+                   f"--out_dir={tmp_path}", "--name=c", "--no_progress", "--estimate=no"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "c.json").read_text())
+    assert rec["config"]["arch"] == "cnn3" and rec["runs"][0]["normal_class"] == 2
+    assert rec["runs"][0]["n_normals"] == 12 and rec["runs"][0]["auc"] is not None
+    assert "74.27" in (tmp_path / "c.md").read_text()  # the paper's CIFAR-10 class 2 beside ours
+    write_mnist_fixture(tmp_path / "mn", n_train_per_class=10, n_test_per_class=3)
+    rc = cli.main(["--dataset=mnist", "--class=0", "--preset=tiny", "--epochs=1", f"--data_dir={tmp_path / 'mn'}",
+                   f"--out_dir={tmp_path}", "--name=mn", "--no_progress", "--estimate=no"])
+    assert rc == 0 and json.loads((tmp_path / "mn.json").read_text())["config"]["arch"] == "cnn2"
+
+
+def test_cli_several_datasets_skip_the_absent_ones(tmp_path, capsys, monkeypatch):
+    from imdad_jax.data import cifar10
+
+    monkeypatch.setattr(cifar10, "_load_tfds", lambda: None)
+    rc = cli.main(["--dataset=moons,cifar10", "--class=0", "--preset=tiny", "--epochs=1", "--n_folds=2",
+                   f"--out_dir={tmp_path}", "--no_progress", "--estimate=no"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "skipping cifar10" in out.err and "moons done" in out.out and "cifar10 skipped (no data)" in out.out
+    assert (tmp_path / "moons_imdad_tiny_e1.json").exists()
+    assert cli.main(["--dataset=moons,nope", "--class=0"]) == 2
+
+
+def test_cli_tune_chooses_on_validation_and_says_so(tmp_path):
+    rc = cli.main(["--dataset=spiral", "--class=1", "--preset=tiny", "--epochs=2", "--n_folds=2", "--method=deep_sad",
+                   "--tune=lr=1e-3,1e-2;eta=0.5,1", "--anomaly_share=0.5", f"--out_dir={tmp_path}", "--name=tu",
+                   "--no_progress", "--estimate=no"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "tu.json").read_text())
+    assert len(rec["tuning"]["points"]) == 4 and all(set(r["tuned"]) == {"lr", "eta"} for r in rec["runs"])
+    assert rec["batch_plan"]["a_per_batch"] == 16  # half of the tiny preset's 32
+    md = (tmp_path / "tu.md").read_text()
+    assert "tuned per run on a validation split" in md and "batch share 0.5" in md
+    assert cli.main(["--dataset=spiral", "--class=1", "--tune=epochs=1,2"]) == 2

@@ -3,7 +3,6 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import blobs
 from imdad_jax.data import labelled_anomalies, one_vs_rest_runs
 from imdad_jax.models import build_detector, sphere_geometry
 from imdad_jax.objectives import get_objective

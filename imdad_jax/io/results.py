@@ -159,20 +159,36 @@ def write_results(out_dir: str | os.PathLike, stem: str, record: dict[str, Any],
           f"- command: `{prov['command']}`",
           f"- commit: `{prov['git_commit']}`{' (uncommitted changes)' if prov['git_dirty'] else ''}",
           f"- device: {prov['devices']} ({prov['backend']}, {prov['cpu_count']} CPU cores), {prov['platform']}",
-          f"- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
+          "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
           f"- wall time: {t['total_s']:.1f} s (train {t['train_s']:.1f} s incl. compile, eval {t['eval_s']:.1f} s); "
           f"strategy {t['strategy']}/{t['epoch_mode']}; {t['steps_per_epoch']} steps/epoch",
           f"- schedule: preset `{cfg['preset']}`, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}, "
-          f"milestones {cfg['milestones_epochs']} (x{cfg['gamma']}), weight decay {cfg['weight_decay']}",
+          f"milestones {cfg['milestones_epochs']} (x{cfg['gamma']}), weight decay {cfg['weight_decay']}, "
+          f"anomalies' batch share {cfg.get('anomaly_share') or 'as in the training set'}",
           f"- method `{cfg['method']}`: " + (", ".join(f"{k} {v:g}" for k, v in record.get("hyperparams", {}).items())
                                             or "no objective hyperparameters")
           + (f"; margin `{cfg['margin_param']}`, center `{cfg['center_constraint']}`" if cfg["method"] == "imdad"
              else "")
           + (f"; autoencoder pretraining {cfg['pretrain_epochs']} epochs" if cfg.get("pretrain_epochs") else "")
           + f"; arch {cfg['arch']} conv {cfg['conv_features']} dense {cfg['dense_features']}",
+          *_tuning_lines(record),
           f"- finished: {prov['utc']}", ""]
     atomic_write(md_path, "\n".join(md))
     return json_path, md_path
+
+
+def _tuning_lines(record: dict[str, Any]) -> list[str]:
+    """How the per-run hyperparameters were chosen, and how often each value won."""
+    tuning = record.get("tuning")
+    if not tuning:
+        return []
+    wins = []
+    for name, values in tuning["grid"]:
+        got = [r["tuned"][name] for r in record["runs"] if "tuned" in r]
+        wins.append(f"{name}: " + ", ".join(f"{v:g} x{sum(g == v for g in got)}" for v in values))
+    return [f"- tuned per run on a validation split ({tuning['val_fraction']:g} of each run's training normals and "
+            f"labelled anomalies, median {int(np.median(tuning['n_val_anomalies']))} anomalies), then retrained on "
+            f"all its training data; chosen: " + "; ".join(wins) + f" ({tuning['seconds']:.0f} s)"]
 
 
 def _json_default(o: Any) -> Any:

@@ -9,12 +9,13 @@ Required::
     init_obj_state(opts) -> pytree          non-gradient variables (duals, fixed center, radius)
     loss(params, obj_state, model, batch, hp, opts) -> (scalar, aux dict of scalars)
         batch: {"x", "y" (0 normal, 1 labelled anomaly), "key" (per step), "epoch"}
-    update_obj_state(obj_state, aux, hp, opts, epoch) -> obj_state      after each step
-    project(params, obj_state, opts) -> params                          after each step
     score(params, obj_state, model, x, opts) -> (n,)                    higher = more anomalous
     validate_hp(hp)                                                     ValueError naming the fix
 
-Optional: ``prepare_features(params, model, x)`` + ``prepare(params, obj_state, feats, mask, hp,
+Optional: ``update_obj_state(obj_state, aux, hp, opts, epoch) -> obj_state`` and
+``project(params, obj_state, opts) -> params``, run after each step (identity when absent: the dual
+ascent and sphere projection of IMD-AD, the heuristic radius of the soft-boundary methods);
+``prepare_features(params, model, x)`` + ``prepare(params, obj_state, feats, mask, hp,
 opts)`` (an initial forward pass over the training normals, e.g. Deep SVDD's center),
 ``geometry(params, obj_state, opts)`` (the sphere read off the weights),
 ``signed_distance(...)`` (d - R^2, for the nu-property).

@@ -7,7 +7,7 @@ them through ``stop_gradient``. Not an objective itself (it has no registry line
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,12 @@ from imdad_jax.models import HypersphereHead, SphereDetector
 # Deep SVDD's fix for the trivial solution: a center coordinate near 0 lets a bias-free net map
 # everything there, so |c_j| < eps is pushed to +-eps (Ruff et al. 2018, the reference code's eps).
 CENTER_EPS = 0.1
+
+
+class SphereOptions(NamedTuple):
+    """The static options of the heuristic-sphere objectives (the head's margin parametrisation)."""
+
+    margin_param: str = "softplus"
 
 
 def make_sphere_model(encoder: nn.Module, input_shape: tuple[int, ...], opts: Any) -> nn.Module:
@@ -152,3 +158,31 @@ def prepare_soft_boundary(params: Any, feats: jnp.ndarray, mask: jnp.ndarray, nu
 def update_radius(obj_state: Any, aux: Any, epoch: jnp.ndarray, warmup_epochs: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """After the warm-up epochs, R^2 follows the batch quantile (the reference Deep SVDD's update)."""
     return {"radius2": jnp.where(epoch >= warmup_epochs, aux["radius2_target"], obj_state["radius2"])}
+
+
+# Objective hooks shared by the soft-boundary methods (Deep SVDD soft-boundary, D-AD, MD-AD), which
+# keep a heuristic R^2 beside the weights: a module re-exports them under the protocol's names.
+
+def init_radius_state(opts: Any) -> dict[str, jnp.ndarray]:
+    """``init_obj_state``: R^2, set by ``prepare`` and then by the quantile update."""
+    return {"radius2": jnp.zeros((), jnp.float32)}
+
+
+def update_radius_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Any, epoch: jnp.ndarray) -> dict:
+    """``update_obj_state``: the quantile radius after ``hp["warmup_epochs"]``."""
+    return update_radius(obj_state, aux, epoch, hp["warmup_epochs"])
+
+
+def project_radius(params: Any, obj_state: Any, opts: Any) -> Any:
+    """``project``: write the heuristic R^2 into the head so the weights hold the whole sphere."""
+    return set_radius(params, obj_state["radius2"])
+
+
+def score_outside(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Any) -> jnp.ndarray:
+    """``score``: ``d(x) - R^2``, positive outside the sphere."""
+    return squared_distance(params, model, x) - obj_state["radius2"]
+
+
+def geometry(params: Any, obj_state: Any, opts: Any) -> dict[str, jnp.ndarray]:
+    """``geometry``: R^2 and ||c|| read off the head's weights."""
+    return sphere_geometry_report(params)

@@ -39,14 +39,6 @@ def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapp
     return value, {"loss": value}
 
 
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return obj_state
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return params
-
-
 def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     return reconstruction_error(x, model.apply(params, x))
 

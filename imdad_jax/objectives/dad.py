@@ -6,7 +6,7 @@ distances). Score ``d(x) - R^2``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,18 +14,16 @@ import jax.numpy as jnp
 from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import geometry  # noqa: F401
+from imdad_jax.objectives._sphere import init_radius_state as init_obj_state  # noqa: F401
+from imdad_jax.objectives._sphere import update_radius_state as update_obj_state  # noqa: F401
+from imdad_jax.objectives._sphere import project_radius as project  # noqa: F401
+from imdad_jax.objectives._sphere import score_outside as score  # noqa: F401
 
 HYPERPARAMS = ("nu1", "nu2", "warmup_epochs")
 DEFAULT_HP = {"nu1": 0.1, "nu2": 0.1, "warmup_epochs": 10.0}
 USES_ANOMALIES = True
-
-
-class Options(NamedTuple):
-    margin_param: str = "softplus"
-
-
-def init_obj_state(opts: Options) -> dict:
-    return {"radius2": jnp.zeros((), jnp.float32)}
 
 
 def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, hp: Mapping, opts: Options):
@@ -35,22 +33,6 @@ def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, 
 def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapping, opts: Options):
     return _sphere.soft_boundary_loss(params, obj_state["radius2"], model, batch, nu_normals=hp["nu1"],
                                       nu2=hp["nu2"])
-
-
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return _sphere.update_radius(obj_state, aux, epoch, hp["warmup_epochs"])
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return _sphere.set_radius(params, obj_state["radius2"])
-
-
-def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
-    return _sphere.squared_distance(params, model, x) - obj_state["radius2"]
-
-
-def geometry(params: Any, obj_state: Any, opts: Options) -> dict:
-    return _sphere.sphere_geometry_report(params)
 
 
 def validate_hp(hp: Mapping) -> None:

@@ -6,7 +6,7 @@ over the training normals. Score ``d(x)``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,15 +14,13 @@ import jax.numpy as jnp
 from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import geometry  # noqa: F401
 
 HYPERPARAMS = ("eta",)
 DEFAULT_HP = {"eta": 1.0}
 USES_ANOMALIES = True
 EPS = 1e-6  # the reference implementation's
-
-
-class Options(NamedTuple):
-    margin_param: str = "softplus"
 
 
 def init_obj_state(opts: Options) -> dict:
@@ -43,20 +41,8 @@ def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapp
     return value, {"loss": value, "mean_d_normals": norm_d, "mean_d_anomalies": anom_d}
 
 
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return obj_state
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return params
-
-
 def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     return _sphere.squared_distance(params, model, x)
-
-
-def geometry(params: Any, obj_state: Any, opts: Options) -> dict:
-    return _sphere.sphere_geometry_report(params)
 
 
 def validate_hp(hp: Mapping) -> None:

@@ -9,7 +9,7 @@ model has an encoder takes it).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,14 +17,12 @@ import jax.numpy as jnp
 from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import geometry  # noqa: F401
 
 HYPERPARAMS: tuple[str, ...] = ()
 DEFAULT_HP: dict[str, float] = {}
 USES_ANOMALIES = False
-
-
-class Options(NamedTuple):
-    margin_param: str = "softplus"
 
 
 def init_obj_state(opts: Options) -> dict:
@@ -42,20 +40,8 @@ def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapp
     return value, {"loss": value}
 
 
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return obj_state
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return params
-
-
 def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     return _sphere.squared_distance(params, model, x)
-
-
-def geometry(params: Any, obj_state: Any, opts: Options) -> dict:
-    return _sphere.sphere_geometry_report(params)
 
 
 def validate_hp(hp: Mapping) -> None:

@@ -78,14 +78,6 @@ def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapp
     return value, {"loss": value, "ce": ce, "adversarial": adv}
 
 
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return obj_state
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return params
-
-
 def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     return -model.apply(params, x)
 

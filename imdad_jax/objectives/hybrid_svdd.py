@@ -6,7 +6,7 @@ combination per sample, ``mu1 d(x) + mu2 ||x - x_hat||^2 / dim``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,15 +14,13 @@ import jax.numpy as jnp
 from imdad_jax.models import HypersphereHead, SphereDetector, decoder_for
 from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import geometry  # noqa: F401
 from imdad_jax.objectives.autoencoder import reconstruction_error
 
 HYPERPARAMS = ("mu1", "mu2")
 DEFAULT_HP = {"mu1": 1.0, "mu2": 1.0}
 USES_ANOMALIES = False
-
-
-class Options(NamedTuple):
-    margin_param: str = "softplus"
 
 
 def make_model(encoder: nn.Module, input_shape: tuple[int, ...], opts: Options) -> nn.Module:
@@ -53,21 +51,9 @@ def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapp
     return value, {"loss": value, "svdd": svdd, "reconstruction": recon}
 
 
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return obj_state
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return params
-
-
 def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: Options) -> jnp.ndarray:
     d, rec = _terms(params, model, x)
     return obj_state["mu1"] * d + obj_state["mu2"] * rec
-
-
-def geometry(params: Any, obj_state: Any, opts: Options) -> dict:
-    return _sphere.sphere_geometry_report(params)
 
 
 def validate_hp(hp: Mapping) -> None:

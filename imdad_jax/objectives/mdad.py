@@ -7,7 +7,7 @@ the margin ``rho^2`` is trained (the head's softplus parameter, as in IMD-AD) wh
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,18 +16,14 @@ from imdad_jax.models import margin2_from_param
 from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
+from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import init_radius_state as init_obj_state  # noqa: F401
+from imdad_jax.objectives._sphere import update_radius_state as update_obj_state  # noqa: F401
+from imdad_jax.objectives._sphere import project_radius as project  # noqa: F401
 
 HYPERPARAMS = ("nu", "nu1", "nu2", "warmup_epochs")
 DEFAULT_HP = {"nu": 0.5, "nu1": 0.1, "nu2": 0.1, "warmup_epochs": 10.0}
 USES_ANOMALIES = True
-
-
-class Options(NamedTuple):
-    margin_param: str = "softplus"
-
-
-def init_obj_state(opts: Options) -> dict:
-    return {"radius2": jnp.zeros((), jnp.float32)}
 
 
 def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, hp: Mapping, opts: Options):
@@ -37,14 +33,6 @@ def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, 
 def loss(params: Any, obj_state: Any, model: nn.Module, batch: Mapping, hp: Mapping, opts: Options):
     return _sphere.soft_boundary_loss(params, obj_state["radius2"], model, batch, nu_normals=hp["nu1"],
                                       nu2=hp["nu2"], nu=hp["nu"], margin_param=opts.margin_param)
-
-
-def update_obj_state(obj_state: Any, aux: Mapping, hp: Mapping, opts: Options, epoch: jnp.ndarray) -> dict:
-    return _sphere.update_radius(obj_state, aux, epoch, hp["warmup_epochs"])
-
-
-def project(params: Any, obj_state: Any, opts: Options) -> Any:
-    return _sphere.set_radius(params, obj_state["radius2"])
 
 
 def _margin2(params: Any, opts: Options) -> jnp.ndarray:

@@ -92,7 +92,8 @@ def _finite(tree: Any) -> jnp.ndarray:
 def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
         keys: np.ndarray, *, epochs: int, batch_size: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
         strategy: str = "auto", epoch_mode: str = "auto", devices: list | None = None,
-        steps_per_epoch: int | None = None, warm_start: dict[str, Any] | None = None,
+        steps_per_epoch: int | None = None, anomaly_share: float | None = None,
+        warm_start: dict[str, Any] | None = None,
         callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
@@ -101,6 +102,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     data and hyperparameters, not on which runs share the program.
     ``milestones``: learning-rate milestones in epochs (MultiStepLR), rate times ``gamma`` at each.
     ``steps_per_epoch`` caps the steps of an epoch (for timing probes and tiny tests).
+    ``anomaly_share``: the labelled anomalies' share of each batch (None: their share of the
+    training set; 0.5: balanced batches), see ``plan_batches``.
     ``warm_start``: stacked (R, ...) parameters of named top-level submodules that replace the
     fresh ones (``{"encoder": ...}`` from autoencoder pretraining).
     Objectives trained on normals alone (``objective.USES_ANOMALIES`` false) get batches of
@@ -117,7 +120,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         bad = np.flatnonzero(data.m_valid < 1).tolist()
         raise ValueError(f"runs {bad} have no labelled anomalies, which {objective.__name__.split('.')[-1]} needs; "
                          "raise the anomaly fraction or pick a method trained on normals only (e.g. deep_svdd)")
-    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size)
+    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size,
+                        anomaly_share)
     full_steps = plan.steps
     if steps_per_epoch is not None:
         plan = plan._replace(steps=max(1, min(plan.steps, int(steps_per_epoch))))

@@ -25,14 +25,20 @@ class BatchPlan(NamedTuple):
         return jnp.concatenate([jnp.zeros(self.n_per_batch, jnp.int32), jnp.ones(self.a_per_batch, jnp.int32)])
 
 
-def plan_batches(n_normals: int, n_anomalies: int, batch_size: int) -> BatchPlan:
+def plan_batches(n_normals: int, n_anomalies: int, batch_size: int, anomaly_share: float | None = None
+                 ) -> BatchPlan:
     """Stratified batches: each holds normals and anomalies in the training set's proportion.
 
     One epoch = ceil((n + m) / batch) steps. Each batch gets round(batch * n / (n + m)) normals
     (at least 1, at most batch - 1) and the rest anomalies; a pool smaller than an epoch needs is
     cycled (its permutation repeats), which is how the rarer group is oversampled.
     ``n_anomalies == 0`` (methods trained on normals only) gives batches of normals alone.
+    ``anomaly_share`` in (0, 1) fixes the anomalies' share of each batch instead (0.5 = balanced
+    batches, what DeepOD's class-weighted sampler draws for Deep SAD); the epoch length is the same.
     """
+    if anomaly_share is not None and not 0.0 < anomaly_share < 1.0:
+        raise ValueError(f"anomaly_share must be in (0, 1) (e.g. 0.5 for balanced batches) or None for the "
+                         f"training set's proportion, got {anomaly_share}")
     if n_normals < 1:
         raise ValueError(f"each run needs training normals, got {n_normals}")
     if n_anomalies == 0:
@@ -44,7 +50,8 @@ def plan_batches(n_normals: int, n_anomalies: int, batch_size: int) -> BatchPlan
     if n_anomalies < 0:
         raise ValueError(f"n_anomalies must be >= 0, got {n_anomalies}")
     total = n_normals + n_anomalies
-    bn = min(max(round(batch_size * n_normals / total), 1), batch_size - 1)
+    normal_share = n_normals / total if anomaly_share is None else 1.0 - anomaly_share
+    bn = min(max(round(batch_size * normal_share), 1), batch_size - 1)
     return BatchPlan(steps=math.ceil(total / batch_size), n_per_batch=bn, a_per_batch=batch_size - bn)
 
 
@@ -121,13 +128,16 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
     # lr and weight decay are read from the optimizer state, so the values given here are unused.
     tx = make_optimizer(0.0, 0.0, milestones, gamma)
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+    # Both hooks are optional: most objectives keep no non-gradient state and need no projection.
+    update_obj_state = getattr(objective, "update_obj_state", lambda obj_state, aux, hp, opts, epoch: obj_state)
+    project = getattr(objective, "project", lambda params, obj_state, opts: params)
 
     def step(state: RunState, acc: dict, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[RunState, dict]:
         batch = make_batch(x_all, idx, labels, state, steps_per_epoch)
         (_, aux), grads = grad_fn(state.params, state.obj_state, model, batch, state.hp, opts)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        obj_state = objective.update_obj_state(state.obj_state, aux, state.hp, opts, batch["epoch"])
-        params = objective.project(optax.apply_updates(state.params, updates), obj_state, opts)
+        obj_state = update_obj_state(state.obj_state, aux, state.hp, opts, batch["epoch"])
+        params = project(optax.apply_updates(state.params, updates), obj_state, opts)
         acc = jax.tree.map(jnp.add, acc, aux)
         return state.replace(params=params, opt_state=opt_state, obj_state=obj_state, step=state.step + 1), acc
 
