@@ -42,6 +42,25 @@ def block_aucs(paths: list[str]) -> dict[str, dict[tuple, float]]:
     return out
 
 
+def per_dataset_table(aucs: dict[str, dict[tuple, float]]) -> str:
+    """Mean AUC % over each dataset's classes, with the method's rank on that dataset in brackets (paper Table IV)."""
+    datasets = sorted({ds for blocks in aucs.values() for ds, _ in blocks})
+    methods = sorted(aucs)
+    mean = {(m, ds): np.mean([v for (d, _), v in aucs[m].items() if d == ds]) if any(d == ds for d, _ in aucs[m])
+            else np.nan for m in methods for ds in datasets}
+    rank = {}
+    for ds in datasets:
+        vals = np.array([mean[m, ds] for m in methods])
+        order = (-np.nan_to_num(vals, nan=-np.inf)).argsort(kind="stable").argsort() + 1
+        rank.update({(m, ds): r for m, r in zip(methods, order)})
+    methods.sort(key=lambda m: np.mean([rank[m, ds] for ds in datasets]))
+    rows = ["| method | " + " | ".join(datasets) + " | mean rank |", "|---" * (len(datasets) + 2) + "|"]
+    for m in methods:
+        cells = [f"{100 * mean[m, ds]:.2f} ({rank[m, ds]})" if np.isfinite(mean[m, ds]) else "n/a" for ds in datasets]
+        rows.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean([rank[m, ds] for ds in datasets]):.2f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+")
@@ -50,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "results" / "stats"))
     a = p.parse_args(argv)
     try:
-        matrix, methods, blocks = auc_matrix(block_aucs(a.files))
+        aucs = block_aucs(a.files)
+        matrix, methods, blocks = auc_matrix(aucs)
         c = compare(matrix, methods, a.reference, a.alpha)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -59,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                      title=f"Nemenyi CD = {c.critical_difference:.2f} ({len(blocks)} blocks)")
     prov = provenance(["python", "experiments/stats.py", *(argv or sys.argv[1:])])
     md = [f"# Significance over {len(blocks)} blocks", "", significance_table(c), "",
+          "Mean AUC % per dataset (rank among the methods on that dataset):", "", per_dataset_table(aucs), "",
           f"![critical difference diagram]({Path(png).name})", "",
           "- inputs: " + ", ".join(f"`{f}`" for f in a.files),
           f"- command: `{prov['command']}`", f"- commit: `{prov['git_commit']}`", ""]

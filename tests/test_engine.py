@@ -137,3 +137,18 @@ def test_nan_in_one_run_is_reported_and_does_not_touch_the_others():
               milestones=(1,), strategy="vmap", devices=jax.devices()[:1])
     assert res.diverged.tolist() == [False, True]
     _close(ref.state.params, jax.tree.map(lambda a: a[:1], res.state.params))
+
+
+def test_auto_strategy_loops_convolutions_on_cpu_and_vmaps_dense_models():
+    import jax.numpy as jnp
+
+    from imdad_jax.train import resolve_strategy
+    from imdad_jax.train.engine import has_conv
+
+    cnn = build_detector("cnn2", conv_features=(2, 4), dense_features=(8, 4))
+    mlp = build_detector("fc3", dense_features=(8, 4))
+    assert has_conv(cnn, jnp.zeros((1, 8, 8, 1))) and not has_conv(mlp, jnp.zeros((1, 5)))
+    assert resolve_strategy("auto", "auto", "cpu", has_conv=True) == ("loop", "steps")
+    assert resolve_strategy("auto", "auto", "cpu", has_conv=False) == ("vmap", "steps")
+    assert resolve_strategy("auto", "auto", "gpu", has_conv=True) == ("vmap", "scan")
+    assert resolve_strategy("loop", "scan", "gpu", has_conv=False) == ("loop", "scan")

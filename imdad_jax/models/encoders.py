@@ -52,5 +52,8 @@ class CNNEncoder(nn.Module):
         for i, ch in enumerate(self.conv_features):
             k = (self.kernel_size, self.kernel_size)
             x = nn.Conv(ch, k, padding="SAME", use_bias=self.use_bias, name=f"conv{i}")(x)
-            x = nn.max_pool(_act(x), (2, 2), strides=(2, 2))
+            # Grad-CAM hook (imdad_jax.interpret): a no-op unless a 'perturbations' collection is passed to
+            # apply; skipped at init, which would otherwise store a batch-shaped collection beside the params.
+            x = _act(x) if self.is_initializing() else self.perturb(f"conv{i}_out", _act(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return MLPEncoder(self.dense_features, self.use_bias, name="fc")(x)

@@ -1,4 +1,14 @@
 """Matplotlib figures from arrays the library computes (the only package that imports matplotlib)."""
 from imdad_jax.plots.cd import cd_diagram
+from imdad_jax.plots.figures import (
+    circles_plot,
+    density_plot,
+    gradcam_grid,
+    nu_property_plot,
+    roc_plot,
+    threshold_metrics_plot,
+    tsne_plot,
+)
 
-__all__ = ["cd_diagram"]
+__all__ = ["cd_diagram", "circles_plot", "density_plot", "gradcam_grid", "nu_property_plot", "roc_plot",
+           "threshold_metrics_plot", "tsne_plot"]

@@ -1,13 +1,14 @@
 """Train many runs of one objective at once: the run-axis engine.
 
-Two strategies, chosen per backend (``resolve_strategy``), same numbers up to float rounding:
+Two strategies, chosen per backend and model (``resolve_strategy``), same numbers up to float rounding:
 
 * ``vmap``: ``jax.jit(jax.vmap(step))`` over the stacked state, the run axis sharded over all
   devices; an epoch is one ``lax.scan`` (``epoch_mode="scan"``) or a Python loop of jitted
   steps (``"steps"``). The fast path on GPU/TPU.
 * ``loop``: one jitted single-run step, the runs taken in turn within each epoch. On XLA:CPU a
   vmapped per-run convolution lowers to a grouped convolution that runs ~11x slower than R
-  separate ones (``benchmarks/bench_strategies.py``), so this is the CPU default.
+  separate ones (``benchmarks/bench_strategies.py``), so this is the CPU default for
+  convolutional models; dense-only models (FC3 on tabular data) take ``vmap`` on CPU as well.
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ STRATEGIES = ("auto", "vmap", "loop")
 EPOCH_MODES = ("auto", "scan", "steps")
 
 
-def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: str | None = None) -> tuple[str, str]:
-    """Pick (strategy, epoch_mode): vmap + scan on accelerators, loop + steps on CPU, unless overridden."""
+def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: str | None = None,
+                     has_conv: bool = True) -> tuple[str, str]:
+    """Pick (strategy, epoch_mode): vmap + scan on accelerators; on CPU, steps, and loop for convolutional
+    models but vmap for dense-only ones (``benchmarks/results_strategies.md`` has the measurements)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if epoch_mode not in EPOCH_MODES:
@@ -39,10 +42,20 @@ def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: 
     backend = backend or jax.default_backend()
     on_cpu = backend == "cpu"
     if strategy == "auto":
-        strategy = "loop" if on_cpu else "vmap"
+        # XLA:CPU runs a vmapped convolution as a batch-grouped one, far slower than a loop over
+        # runs; a vmapped matmul is a plain batched matmul, faster than looping tiny ones.
+        strategy = "loop" if on_cpu and has_conv else "vmap"
     if epoch_mode == "auto":
         epoch_mode = "steps" if on_cpu else "scan"
     return strategy, epoch_mode
+
+
+def has_conv(model: nn.Module, sample_x: jnp.ndarray) -> bool:
+    """Whether the model holds a convolution kernel (rank >= 3), from shapes alone (nothing is computed)."""
+    method = getattr(model, "initialize", None)
+    init = (lambda: model.init(jax.random.PRNGKey(0), sample_x, method=method)) if method else \
+        (lambda: model.init(jax.random.PRNGKey(0), sample_x))
+    return any(leaf.ndim >= 3 for leaf in jax.tree.leaves(jax.eval_shape(init)))
 
 
 @dataclass
@@ -113,7 +126,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    strategy, epoch_mode = resolve_strategy(strategy, epoch_mode)
+    sample_x = jnp.asarray(data.x[:1])
+    strategy, epoch_mode = resolve_strategy(strategy, epoch_mode, has_conv=has_conv(model, sample_x))
     n_runs = data.n_runs
     uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
     if uses_anomalies and int(data.m_valid.min()) < 1:
@@ -134,7 +148,6 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
     pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
              data.anomaly_pool.astype(np.int32), data.m_valid.astype(np.int32))
-    sample_x = jnp.asarray(data.x[:1])
 
     t0 = time.perf_counter()
     history: list[dict[str, np.ndarray]] = []
