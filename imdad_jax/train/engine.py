@@ -34,7 +34,7 @@ EPOCH_MODES = ("auto", "scan", "steps")
 def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: str | None = None,
                      has_conv: bool = True) -> tuple[str, str]:
     """Pick (strategy, epoch_mode): vmap + scan on accelerators; on CPU, steps, and loop for convolutional
-    models but vmap for dense-only ones (``benchmarks/results_strategies.md`` has the measurements)."""
+    models but vmap for dense-only ones (``benchmarks/results_strategies*.md`` have the measurements)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if epoch_mode not in EPOCH_MODES:
