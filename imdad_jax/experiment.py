@@ -102,7 +102,8 @@ def run_hyperparams(cfg: ExperimentConfig, n_runs: int, method: str | None = Non
 
 def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int | None = None,
          epochs: int | None = None, callback: Callable | None = None, split: Split | None = None,
-         hp: dict[str, np.ndarray] | None = None) -> tuple[Split, FitResult, tuple]:
+         hp: dict[str, np.ndarray] | None = None, snapshot_epochs: tuple[int, ...] = ()
+         ) -> tuple[Split, FitResult, tuple]:
     split = split or make_split(cfg, dataset)
     data, keys = split.data, split.keys
     x_train = data.x
@@ -120,7 +121,8 @@ def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int
                   epochs=min(cfg.pretrain_epochs, epochs or cfg.pretrain_epochs), **common)
         warm = {"encoder": pre.state.params["params"]["encoder"]}
     res = fit(build_model(cfg, x_train.shape[1:]), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs,
-              milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback, **common)
+              milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback,
+              snapshot_epochs=snapshot_epochs, **common)
     return split, res, (obj, opts)
 
 

@@ -3,6 +3,7 @@
 Every function returns arrays or dicts of arrays; ``imdad_jax.plots.figures`` draws them.
 ``docs/interpretability.md`` describes each and the choices behind the defaults.
 """
+from imdad_jax.interpret.curves import snapshot_metrics, training_rows
 from imdad_jax.interpret.geometry import (
     circles_2d,
     distance_density,
@@ -29,6 +30,7 @@ from imdad_jax.interpret.thresholds import (
 )
 
 __all__ = [
+    "snapshot_metrics", "training_rows",
     "circles_2d", "distance_density", "input_score_grid", "nu_property_grid", "representation_2d", "roc_curves",
     "score_on", "squared_distance", "tsne_embedding", "extreme_indices", "gradcam", "gradcam_examples",
     "select_run", "Decision", "MahalanobisModel", "all_thresholds", "boundary_threshold", "classification_metrics",

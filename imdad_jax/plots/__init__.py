@@ -7,8 +7,9 @@ from imdad_jax.plots.figures import (
     nu_property_plot,
     roc_plot,
     threshold_metrics_plot,
+    training_curves_plot,
     tsne_plot,
 )
 
 __all__ = ["cd_diagram", "circles_plot", "density_plot", "gradcam_grid", "nu_property_plot", "roc_plot",
-           "threshold_metrics_plot", "tsne_plot"]
+           "threshold_metrics_plot", "training_curves_plot", "tsne_plot"]

@@ -16,7 +16,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -87,6 +87,8 @@ class FitResult:
     train_s: float = 0.0
     epoch_s: list[float] = field(default_factory=list)
     full_steps_per_epoch: int = 0  # steps an uncapped epoch would take
+    # {completed epochs: (params, obj_state) stacked over runs, on the host}; 0 = before the first step
+    snapshots: dict[int, Any] = field(default_factory=dict)
 
 
 def _pad_runs(tree: Any, r_pad: int) -> Any:
@@ -106,7 +108,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         keys: np.ndarray, *, epochs: int, batch_size: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
         strategy: str = "auto", epoch_mode: str = "auto", devices: list | None = None,
         steps_per_epoch: int | None = None, anomaly_share: float | None = None,
-        warm_start: dict[str, Any] | None = None,
+        warm_start: dict[str, Any] | None = None, snapshot_epochs: Sequence[int] = (),
         callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
@@ -123,6 +125,9 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     normals only. An objective with a ``prepare`` hook (Deep SVDD's center from an initial forward
     pass) sees the representations of every run's training normals before the first step.
     ``callback(epoch, epoch_means, elapsed_s)`` is called after every epoch with per-run means.
+    ``snapshot_epochs``: after these many completed epochs (0 = before the first step) a host copy
+    of every run's ``(params, obj_state)`` goes to ``FitResult.snapshots`` (for per-epoch figures;
+    a copy costs one transfer, so pick a few epochs for large models).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -149,6 +154,10 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
              data.anomaly_pool.astype(np.int32), data.m_valid.astype(np.int32))
 
+    wanted = {int(e) for e in snapshot_epochs}
+    if any(not 0 <= e <= epochs for e in wanted):
+        raise ValueError(f"snapshot_epochs must lie in 0..{epochs} (completed epochs), got {sorted(wanted)}")
+    snapshots: dict[int, Any] = {}
     t0 = time.perf_counter()
     history: list[dict[str, np.ndarray]] = []
     diverged = np.zeros(n_runs, bool)
@@ -165,6 +174,9 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
             put(keys), put(hp), sample_x, put(warm_start) if warm_start else None)
         state = _prepare(objective, model, opts, state, data, "vmap", n_runs, r_pad)
         state = jax.device_put(state, rs)
+        snap = lambda st: jax.device_get(jax.tree.map(lambda a: a[:n_runs], (st.params, st.obj_state)))  # noqa: E731
+        if 0 in wanted:
+            snapshots[0] = snap(state)
         one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
         acc0 = jax.device_put(jax.tree.map(lambda z: jnp.zeros((r_pad,) + z.shape, z.dtype),
                                            _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
@@ -194,6 +206,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
             diverged |= ~np.asarray(finite_v(state, acc))[:n_runs]
             history.append(means)
             epoch_times.append(time.perf_counter() - te)
+            if ep + 1 in wanted:
+                snapshots[ep + 1] = snap(state)
             if callback:
                 callback(ep, means, time.perf_counter() - t0)
         final = jax.tree.map(lambda a: a[:n_runs], state)
@@ -223,6 +237,10 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
             states = [jax.tree.map(lambda a: a[r], stacked) for r in range(n_runs)]
         pools_r = [tuple(jnp.asarray(p[r]) for p in pools) for r in range(n_runs)]
         acc0 = _zeros_acc(objective, model, opts, states[0], x_dev, labels)
+        snap_l = lambda sts: jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs),  # noqa: E731
+                                                         *[(st.params, st.obj_state) for st in sts]))
+        if 0 in wanted:
+            snapshots[0] = snap_l(states)
         for ep in range(epochs):
             te = time.perf_counter()
             accs = []
@@ -235,6 +253,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
             means = {k: np.stack([np.asarray(a[k]) for a in accs]) / plan.steps for k in acc0}
             history.append(means)
             epoch_times.append(time.perf_counter() - te)
+            if ep + 1 in wanted:
+                snapshots[ep + 1] = snap_l(states)
             if callback:
                 callback(ep, means, time.perf_counter() - t0)
         final = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
@@ -245,7 +265,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else epoch_times[0]
     return FitResult(state=final, history=hist, diverged=diverged, strategy=strategy, epoch_mode=epoch_mode,
                      plan=plan, compile_s=max(epoch_times[0] - steady, 0.0), train_s=total, epoch_s=epoch_times,
-                     full_steps_per_epoch=full_steps)
+                     full_steps_per_epoch=full_steps, snapshots=snapshots)
 
 
 def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, data: RunData, strategy: str,
