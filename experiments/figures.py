@@ -94,8 +94,15 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
     split, res, (obj, opts) = _fit(cfg, data, split=split, snapshot_epochs=snaps)
     model = build_model(cfg, split.data.x.shape[1:])
     score = lambda p, x: obj.score(p[0], p[1], model, x, opts)  # noqa: E731
+    hp = res.state.hp
+
+    def loss(r, st, x, y):  # the objective's value on labelled rows (all test anomalies count as labelled)
+        batch = {"x": x, "y": y.astype(np.int32), "key": jax.random.PRNGKey(0), "epoch": 0}
+        return obj.loss(st[0], st[1], model, batch, {k: v[r] for k, v in hp.items()}, opts)[1]["loss"]
+
     metrics = ix.snapshot_metrics(score, res.snapshots, data=split.data, x_test=split.x_test,
-                                  test_idx=split.test_idx, test_labels=split.is_anomaly, strategy=res.strategy)
+                                  test_idx=split.test_idx, test_labels=split.is_anomaly, strategy=res.strategy,
+                                  loss_fn=loss)
     name = f"{cfg.dataset} class {cfg.classes[0]} ({data.class_names[cfg.classes[0]]}), {cfg.method}"
     files = [plots.training_curves_plot(res.history, metrics, out / "curves.png", title=name)]
 

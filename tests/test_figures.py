@@ -47,6 +47,7 @@ def test_figures_cli_writes_every_figure(tmp_path):
     assert all((tmp_path / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
     rec = json.loads((tmp_path / "figures.json").read_text())
     assert rec["snapshot_epochs"] == [0, 2] and len(rec["nu_sweep"]["nu1"]) == 2
+    assert np.isfinite(rec["metrics"]["test_loss"]).all() and len(rec["metrics"]["train_loss"]) == 2
     assert set(rec["thresholds"]) >= {"boundary", "gaussian", "zscore", "mahalanobis"}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 
@@ -41,18 +42,30 @@ def _metrics(scores: np.ndarray, valid: np.ndarray, labels: list[np.ndarray]) ->
 
 def snapshot_metrics(score_fn: Callable[[Any, Any], Any], snapshots: Mapping[int, Any], *, data: RunData,
                      x_test: np.ndarray, test_idx: np.ndarray | None, test_labels: list[np.ndarray],
-                     strategy: str = "vmap") -> dict[str, np.ndarray]:
-    """AUC and boundary accuracy on the training rows and the test rows at every snapshot epoch.
+                     strategy: str = "vmap", loss_fn: Callable[[int, Any, Any, Any], Any] | None = None,
+                     max_loss_rows: int = 2048) -> dict[str, np.ndarray]:
+    """AUC and boundary accuracy (and the objective's loss) on the training and test rows at every snapshot epoch.
 
     ``score_fn((params, obj_state), x) -> (n,)`` for one run (higher = more anomalous, > 0 outside
     the model's boundary). ``test_idx`` (R, T) selects each run's test rows in ``x_test`` (None: every
-    run scores all of it). Returns ``{"epoch": (E,), "train_auc", "train_acc", "test_auc", "test_acc": (E, R)}``.
+    run scores all of it). ``loss_fn(r, (params, obj_state), x, y) -> scalar`` (run r's objective on
+    rows x with labels y, 1 = anomaly) adds ``train_loss`` / ``test_loss`` on at most ``max_loss_rows``
+    rows per split (a seeded subsample: the full loss of a large test set costs more than the figure needs).
+    Returns ``{"epoch": (E,), "train_auc", "train_acc", "test_auc", "test_acc"[, "*_loss"]: (E, R)}``.
     """
     if not snapshots:
         raise ValueError("no snapshots: train with snapshot_epochs=(...) to get per-epoch metrics")
     train_idx, train_valid, train_labels = training_rows(data)
     test_valid = np.array([len(lab) for lab in test_labels])
     out: dict[str, list] = {"train_auc": [], "train_acc": [], "test_auc": [], "test_acc": []}
+    if loss_fn is not None:
+        out.update(train_loss=[], test_loss=[])
+        rng = np.random.default_rng(0)
+        pick = lambda n: np.sort(rng.permutation(n)[:max_loss_rows])  # noqa: E731
+        rows = {"train": [(data.x[train_idx[r, :train_valid[r]]], train_labels[r]) for r in range(data.n_runs)],
+                "test": [((x_test if test_idx is None else x_test[test_idx[r, :test_valid[r]]]), test_labels[r])
+                         for r in range(data.n_runs)]}
+        rows = {k: [(x[i], y[i]) for x, y in v for i in [pick(len(y))]] for k, v in rows.items()}
     epochs = sorted(snapshots)
     for e in epochs:
         snap = snapshots[e]
@@ -63,6 +76,10 @@ def snapshot_metrics(score_fn: Callable[[Any, Any], Any], snapshots: Mapping[int
             auc, acc = _metrics(s, valid, lab)
             out[f"{split}_auc"].append(auc)
             out[f"{split}_acc"].append(acc)
+            if loss_fn is not None:
+                run = lambda tree, r: jax.tree.map(lambda a: a[r], tree)  # noqa: E731
+                out[f"{split}_loss"].append(np.array([float(loss_fn(r, run(snap, r), x, y))
+                                                      for r, (x, y) in enumerate(rows[split])]))
     return {"epoch": np.array(epochs), **{k: np.stack(v) for k, v in out.items()}}
 
 

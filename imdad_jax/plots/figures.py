@@ -207,7 +207,7 @@ def training_curves_plot(history: Mapping[str, np.ndarray], metrics: Mapping[str
     """Paper Fig. 4: loss, R^2 and rho^2 per epoch (batch means from ``FitResult.history``), and train /
     test AUC and boundary accuracy at the snapshot epochs (``interpret.snapshot_metrics``), for one run."""
     plt = _plt()
-    panels = [("loss", ["loss"]), ("sphere", [k for k in ("radius2", "margin2") if k in history])]
+    panels = [("loss", ["loss", "train_loss", "test_loss"]), ("sphere", [k for k in ("radius2", "margin2") if k in history])]
     if metrics is not None:
         panels += [("AUC", ["train_auc", "test_auc"]), ("accuracy (score > 0)", ["train_acc", "test_acc"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
@@ -215,9 +215,11 @@ def training_curves_plot(history: Mapping[str, np.ndarray], metrics: Mapping[str
         for k in keys:
             if k in history:
                 v = np.asarray(history[k])[:, run]
-                ax.plot(np.arange(1, len(v) + 1), v, label={"radius2": "R²", "margin2": "ρ²"}.get(k, k))
+                ax.plot(np.arange(1, len(v) + 1), v,
+                        label={"radius2": "R²", "margin2": "ρ²", "loss": "batch mean (train)"}.get(k, k))
             elif metrics is not None and k in metrics:
-                ax.plot(metrics["epoch"], np.asarray(metrics[k])[:, run], "o-", label=k.split("_")[0])
+                ax.plot(metrics["epoch"], np.asarray(metrics[k])[:, run], "o-",
+                        label=k.split("_")[0] + (" (whole set)" if k.endswith("loss") else ""))
         ax.set_xlabel("epoch")
         ax.set_title(name)
         if name == "loss":
