@@ -223,3 +223,15 @@ def test_cifar_refuses_foreign_pickles(tmp_path, nowhere):
     (bd / "batches.meta").write_bytes(pickle.dumps({b"label_names": Path("x")}, protocol=2))
     with pytest.raises(DataFileError, match=r"batches\.meta: cannot unpickle .*pathlib"):
         load_cifar10(data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not (Path("/usr/share/datasets/fashion-mnist") / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist; CI installs it)")
+def test_real_fashion_mnist_counts():
+    from imdad_jax.data import load_fashion_mnist
+
+    ds = load_fashion_mnist()
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
+    assert np.bincount(ds.y_train).tolist() == [6000] * 10 and np.bincount(ds.y_test).tolist() == [1000] * 10
+    assert len(ds.class_names) == 10 and "Debian" in ds.source
