@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import figures as figcli  # noqa: E402
 from imdad_jax.config import make_config  # noqa: E402
 from imdad_jax.data import load_synthetic  # noqa: E402
-from imdad_jax.experiment import _fit, build_model, make_split, objective_options  # noqa: E402
+from imdad_jax.experiment import _fit, build_model  # noqa: E402
 from imdad_jax.interpret import snapshot_metrics  # noqa: E402
 
 

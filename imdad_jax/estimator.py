@@ -1,0 +1,236 @@
+"""A scikit-learn / PyOD-style face for users' own arrays: ``fit``, ``decision_function``, ``predict``.
+
+    from imdad_jax.estimator import IMDAD
+    det = IMDAD(epochs=100).fit(X, y)          # y: 1 marks a labelled anomaly, 0 a normal sample
+    scores = det.decision_function(X_new)      # higher = more anomalous; > 0 outside the model's boundary
+    det.center_, det.radius_, det.margin_      # the sphere, read off the final layer's weights
+    det.save("model_dir"); IMDAD.load("model_dir")
+
+Every deep method of the registry has the same face (``DeepDetector(method="deep_sad")``, or the ``DeepSAD`` /
+``DeepSVDD`` shorthands). One ``fit`` is one run of the same engine the experiments use (``imdad_jax.train.fit``).
+Conventions follow PyOD: ``predict`` returns 1 for anomalies and 0 for normals; ``score_samples`` follows
+scikit-learn (higher = more normal, the negated ``decision_function``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from imdad_jax.models import build_encoder
+from imdad_jax.objectives import REGISTRY, get_objective
+from imdad_jax.train import RunData, fit
+
+
+class DeepDetector(BaseEstimator):
+    """A deep hypersphere detector trained on ``X`` with labelled anomalies marked in ``y``.
+
+    ``method``: a registered objective (``imdad``, ``deep_sad``, ``deep_svdd``, ...). ``arch``: ``"auto"`` picks FC3
+    for 2-D ``X`` (n, features) and CNN2 for images (n, H, W[, C]); ``"fc3"``, ``"cnn2"``, ``"cnn3"`` force one.
+    ``hyperparams``: the objective's per-run values (e.g. ``{"nu1": 0.05}``), its defaults otherwise.
+    Tabular ``X`` is standardised with a scaler fit on the training normals (as the paper's protocol does);
+    images are scaled from uint8 to [0, 1] (float images are used as given).
+    """
+
+    def __init__(self, method: str = "imdad", arch: str = "auto", dense_features: tuple[int, ...] | None = None,
+                 conv_features: tuple[int, ...] | None = None, epochs: int = 100, batch_size: int | None = None,
+                 lr: float = 1e-3, weight_decay: float = 1e-6, anomaly_share: float | None = None,
+                 hyperparams: dict[str, float] | None = None, random_state: int = 0):
+        self.method = method
+        self.arch = arch
+        self.dense_features = dense_features
+        self.conv_features = conv_features
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.anomaly_share = anomaly_share
+        self.hyperparams = hyperparams
+        self.random_state = random_state
+
+    # ---- input handling -------------------------------------------------------------------------------
+    def _is_image(self, x: np.ndarray) -> bool:
+        return x.ndim >= 3
+
+    def _check_x(self, X: Any, fitting: bool) -> np.ndarray:
+        x = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X)
+        if x.ndim < 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features) or images (n, H, W[, C]); got shape {x.shape}. "
+                             "Reshape a single sample with X.reshape(1, -1)")
+        if x.ndim == 2:
+            x = check_array(x, dtype=np.float32, ensure_all_finite=True, ensure_min_samples=1 if not fitting else 2)
+        else:
+            if not np.issubdtype(x.dtype, np.number):
+                raise ValueError(f"image X must be numeric, got dtype {x.dtype}")
+            if not np.isfinite(x).all():
+                raise ValueError("X holds NaN or inf; fill or drop those samples first")
+        if not fitting:
+            if x.shape[1:] != tuple(self.input_shape_):
+                raise ValueError(f"X has samples of shape {x.shape[1:]}, the detector was fit on {self.input_shape_}")
+        return x
+
+    def _transform(self, x: np.ndarray) -> np.ndarray:
+        if self._is_image(x):
+            x = x[..., None] if x.ndim == 3 else x
+            return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
+        return ((x - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
+
+    def _objective(self):
+        if self.method not in REGISTRY:
+            raise ValueError(f"unknown method {self.method!r}; registered: {sorted(REGISTRY)}")
+        obj = get_objective(self.method)
+        return obj, obj.Options()
+
+    def _model(self, input_shape: tuple[int, ...]):
+        obj, opts = self._objective()
+        arch = self.arch if self.arch != "auto" else ("cnn2" if len(input_shape) >= 2 else "fc3")
+        enc = build_encoder(arch, conv_features=self.conv_features, dense_features=self.dense_features)
+        return obj.make_model(enc, tuple(input_shape), opts)
+
+    def _hp(self) -> dict[str, np.ndarray]:
+        obj, _ = self._objective()
+        extra = dict(self.hyperparams or {})
+        unknown = set(extra) - set(obj.HYPERPARAMS)
+        if unknown:
+            raise ValueError(f"{self.method} has no hyperparameters {sorted(unknown)}; its own: {obj.HYPERPARAMS}")
+        hp = {"lr": self.lr, "weight_decay": self.weight_decay, **{k: obj.DEFAULT_HP[k] for k in obj.HYPERPARAMS},
+              **extra}
+        out = {k: np.full(1, v, np.float32) for k, v in hp.items()}
+        obj.validate_hp(out)
+        return out
+
+    # ---- the estimator API -----------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> "DeepDetector":
+        """Train on ``X``; ``y`` (0/1, optional) marks labelled anomalies with 1."""
+        obj, opts = self._objective()
+        x = self._check_x(X, fitting=True)
+        y = np.zeros(len(x), np.int64) if y is None else np.asarray(y).ravel()
+        if y.shape != (len(x),):
+            raise ValueError(f"y must have one label per sample: X has {len(x)} samples, y has {y.shape}")
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"y must hold 0 (normal) and 1 (labelled anomaly) only; got values {np.unique(y)[:10]}")
+        normals, anomalies = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+        if len(normals) < 2:
+            raise ValueError(f"fit needs at least 2 normal samples (y == 0); got {len(normals)}")
+        uses_anomalies = getattr(obj, "USES_ANOMALIES", True)
+        if uses_anomalies and len(anomalies) == 0:
+            raise ValueError(f"{self.method} needs labelled anomalies: mark some with y == 1, or use a method "
+                             "trained on normals alone (method='deep_svdd')")
+        if not self._is_image(x):
+            scaler = StandardScaler().fit(x[normals])  # the training normals only, as in the paper's protocol
+            self.scaler_mean_, self.scaler_scale_ = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
+        self.input_shape_ = tuple(x.shape[1:])
+        xt = self._transform(x)
+        pool = lambda idx: idx[None, :].astype(np.int32) if len(idx) else np.zeros((1, 1), np.int32)  # noqa: E731
+        data = RunData(xt, pool(normals), np.array([len(normals)]), pool(anomalies), np.array([len(anomalies)]))
+        batch = self.batch_size or (150 if self._is_image(x) else 50)
+        keys = np.asarray(jax.random.PRNGKey(self.random_state))[None]
+        res = fit(self._model(xt.shape[1:]), obj, opts, data, self._hp(), keys, epochs=self.epochs,
+                  batch_size=batch, anomaly_share=self.anomaly_share)
+        self.params_ = jax.tree.map(lambda a: np.asarray(a[0]), res.state.params)
+        self.obj_state_ = jax.tree.map(lambda a: np.asarray(a[0]), res.state.obj_state)
+        self.diverged_ = bool(res.diverged[0])
+        self.history_ = {k: np.asarray(v)[:, 0] for k, v in res.history.items()}
+        self._set_geometry()
+        return self
+
+    def _set_geometry(self) -> None:
+        obj, opts = self._objective()
+        geom = obj.geometry(self.params_, self.obj_state_, opts) if hasattr(obj, "geometry") else {}
+        head = self.params_["params"].get("head") if "params" in self.params_ else None
+        self.center_ = np.asarray(head["w"]) / 2.0 if head is not None and "w" in head else None
+        r2 = geom.get("radius2")
+        self.radius_ = float(np.sqrt(max(float(r2), 0.0))) if r2 is not None else None
+        m2 = geom.get("margin2")
+        self.margin_ = float(np.sqrt(max(float(m2), 0.0))) if m2 is not None else None
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly scores, higher = more anomalous (> 0 outside the model's own boundary for sphere methods)."""
+        check_is_fitted(self, "params_")
+        obj, opts = self._objective()
+        xt = self._transform(self._check_x(X, fitting=False))
+        model = self._model(model_input_shape(self.input_shape_))
+        score = jax.jit(lambda p, s, x: obj.score(p, s, model, x, opts))
+        return np.concatenate([np.asarray(score(self.params_, self.obj_state_, xt[i:i + 2048]))
+                               for i in range(0, len(xt), 2048)])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 for anomalies (score > 0, the model's own boundary), 0 for normals (PyOD's convention)."""
+        return (self.decision_function(X) > 0).astype(np.int64)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """scikit-learn's convention: higher = more normal (the negated ``decision_function``)."""
+        return -self.decision_function(X)
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to directory ``path``: ``params.npz`` and ``detector.json``."""
+        check_is_fitted(self, "params_")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        leaves = jax.tree.leaves((self.params_, self.obj_state_))
+        np.savez(path / "params.npz", *leaves)
+        meta = {"class": type(self).__name__, "params": self.get_params(), "input_shape": list(self.input_shape_),
+                "scaler_mean": getattr(self, "scaler_mean_", np.zeros(0)).tolist(),
+                "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": 1}
+        (path / "detector.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DeepDetector":
+        """A detector written by ``save``: the same scores as before saving."""
+        path = Path(path)
+        if not (path / "detector.json").is_file() or not (path / "params.npz").is_file():
+            raise FileNotFoundError(f"{path} holds no saved detector (detector.json and params.npz); "
+                                    "write one with det.save(path)")
+        meta = json.loads((path / "detector.json").read_text())
+        params = dict(meta["params"])
+        for k in ("dense_features", "conv_features"):
+            if params.get(k) is not None:
+                params[k] = tuple(params[k])
+        det = cls(**params)
+        det.input_shape_ = tuple(meta["input_shape"])
+        if meta["scaler_mean"]:
+            det.scaler_mean_ = np.asarray(meta["scaler_mean"], np.float32)
+            det.scaler_scale_ = np.asarray(meta["scaler_scale"], np.float32)
+        obj, opts = det._objective()
+        model = det._model(model_input_shape(det.input_shape_))
+        sample = np.zeros((1, *model_input_shape(det.input_shape_)), np.float32)
+        init = getattr(model, "initialize", None)
+        template = (model.init(jax.random.PRNGKey(0), sample, method=init) if init else
+                    model.init(jax.random.PRNGKey(0), sample), obj.init_obj_state(opts))
+        with np.load(path / "params.npz") as z:
+            leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+        treedef = jax.tree.structure(template)
+        if treedef.num_leaves != len(leaves):
+            raise ValueError(f"{path}/params.npz holds {len(leaves)} arrays, the model needs {treedef.num_leaves}: "
+                             "it was saved by a different version or method")
+        det.params_, det.obj_state_ = jax.tree.unflatten(treedef, leaves)
+        det.diverged_ = False
+        det._set_geometry()
+        return det
+
+
+def model_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The model's per-sample input shape: grey images (H, W) gain a channel axis."""
+    return (*input_shape, 1) if len(input_shape) == 2 else tuple(input_shape)
+
+
+class IMDAD(DeepDetector):
+    """IMD-AD (the default method) with the estimator API of ``DeepDetector``."""
+
+    def __init__(self, arch: str = "auto", dense_features: tuple[int, ...] | None = None,
+                 conv_features: tuple[int, ...] | None = None, epochs: int = 100, batch_size: int | None = None,
+                 lr: float = 1e-3, weight_decay: float = 1e-6, anomaly_share: float | None = None,
+                 hyperparams: dict[str, float] | None = None, random_state: int = 0):
+        super().__init__("imdad", arch, dense_features, conv_features, epochs, batch_size, lr, weight_decay,
+                         anomaly_share, hyperparams, random_state)
+
+
+__all__ = ["DeepDetector", "IMDAD", "model_input_shape"]

@@ -1,0 +1,90 @@
+"""The estimator face (issue 8, first part): fit / decision_function / predict, the sphere, save / load."""
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from imdad_jax.estimator import IMDAD, DeepDetector
+
+
+def _blobs(seed=0, n=300, m=20, d=5):
+    rng = np.random.default_rng(seed)
+    normals = rng.normal(0.0, 1.0, (n, d))
+    anomalies = rng.normal(4.0, 1.0, (m, d))
+    x = np.concatenate([normals, anomalies]).astype(np.float32)
+    y = np.r_[np.zeros(n, int), np.ones(m, int)]
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = _blobs()
+    return IMDAD(epochs=20, random_state=0).fit(x, y)
+
+
+def test_fit_scores_and_sphere(fitted):
+    xt, yt = _blobs(seed=1)
+    s = fitted.decision_function(xt)
+    assert s.shape == (len(xt),) and np.isfinite(s).all()
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(yt, s) > 0.95
+    np.testing.assert_allclose(fitted.score_samples(xt), -s)
+    pred = fitted.predict(xt)
+    assert set(np.unique(pred)) <= {0, 1} and pred[yt == 1].mean() > pred[yt == 0].mean()
+    assert fitted.center_.shape == (16,) and np.linalg.norm(fitted.center_) == pytest.approx(1.0, abs=1e-4)
+    assert fitted.radius_ > 0 and fitted.margin_ > 0 and not fitted.diverged_
+    assert fitted.history_["loss"].shape == (20,)
+
+
+def test_same_seed_same_scores_and_clone():
+    x, y = _blobs()
+    a = IMDAD(epochs=3, random_state=5).fit(x, y).decision_function(x)
+    b = clone(IMDAD(epochs=3, random_state=5)).fit(x, y).decision_function(x)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    xt, _ = _blobs(seed=2)
+    fitted.save(tmp_path / "det")
+    back = IMDAD.load(tmp_path / "det")
+    np.testing.assert_array_equal(back.decision_function(xt), fitted.decision_function(xt))
+    assert back.radius_ == pytest.approx(fitted.radius_) and back.get_params() == fitted.get_params()
+    with pytest.raises(FileNotFoundError, match="no saved detector"):
+        IMDAD.load(tmp_path / "nothing")
+
+
+def test_dataframe_images_and_other_methods(tmp_path):
+    pd = pytest.importorskip("pandas")
+    x, y = _blobs()
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    det = DeepDetector(method="deep_svdd", epochs=2).fit(df)  # normals only: y may be omitted
+    assert det.decision_function(df).shape == (len(df),)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    lab = np.r_[np.zeros(36, int), np.ones(4, int)]
+    sad = DeepDetector(method="deep_sad", epochs=1, conv_features=(2, 4), dense_features=(8, 4), batch_size=8)
+    sad.fit(imgs, lab)
+    assert sad.decision_function(imgs).shape == (40,)
+    sad.save(tmp_path / "sad")
+    np.testing.assert_array_equal(DeepDetector.load(tmp_path / "sad").decision_function(imgs),
+                                  sad.decision_function(imgs))
+
+
+@pytest.mark.parametrize("X, y, match", [
+    (np.zeros(10), None, "must be 2-D"),
+    (np.full((10, 3), np.nan), np.zeros(10), "NaN"),
+    (np.zeros((10, 3)), np.zeros(9), "one label per sample"),
+    (np.zeros((10, 3)), np.full(10, 2), "0 \\(normal\\) and 1"),
+    (np.zeros((10, 3)), np.zeros(10), "needs labelled anomalies"),
+    (np.zeros((10, 3)), np.r_[np.ones(9), 0], "at least 2 normal"),
+])
+def test_bad_input_is_one_clear_error(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        IMDAD(epochs=1).fit(X, y)
+
+
+def test_unknown_hyperparameter_and_wrong_width(fitted):
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="no hyperparameters"):
+        IMDAD(epochs=1, hyperparams={"eta": 1.0}).fit(x, y)
+    with pytest.raises(ValueError, match="fit on"):
+        fitted.decision_function(np.zeros((3, 7)))
