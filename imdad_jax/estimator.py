@@ -13,6 +13,7 @@ scikit-learn (higher = more normal, the negated ``decision_function``).
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,63 @@ class DeepDetector(BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> "DeepDetector":
         """Train on ``X``; ``y`` (0/1, optional) marks labelled anomalies with 1."""
         obj, opts = self._objective()
+        _, xt, data, batch = self._prepare_fit(X, y)
+        keys = np.asarray(jax.random.PRNGKey(self.random_state))[None]
+        res = fit(self._model(xt.shape[1:]), obj, opts, data, self._hp(), keys, epochs=self.epochs,
+                  batch_size=batch, anomaly_share=self.anomaly_share)
+        self._store(res, 0)
+        return self
+
+    def fit_many(self, X: Any, y: Any = None, grid: dict[str, list[float]] | None = None,
+                 seeds: tuple[int, ...] | None = None) -> list["DeepDetector"]:
+        """Train every (grid point x seed) as one program over the run axis; one fitted detector per run.
+
+        ``grid`` varies per-run numbers only: ``lr``, ``weight_decay`` and the objective's hyperparameters
+        (e.g. ``{"lr": [1e-3, 1e-4], "nu1": [0.05, 0.1]}``); ``seeds`` the ``random_state`` values (default:
+        this detector's). Run k gives the same scores as ``clone(det).set_params(...).fit(X, y)`` with its
+        values, up to float rounding (a run's numbers do not depend on the runs beside it).
+        """
+        from sklearn.base import clone
+
+        obj, _ = self._objective()
+        grid = dict(grid or {})
+        bad = set(grid) - {"lr", "weight_decay", *obj.HYPERPARAMS}
+        if bad:
+            raise ValueError(f"fit_many varies per-run values only; {sorted(bad)} are not among lr, weight_decay, "
+                             f"{', '.join(obj.HYPERPARAMS)} (architecture or epochs: fit separately)")
+        names = list(grid)
+        points = [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))] or [{}]
+        seeds = tuple(seeds) if seeds is not None else (self.random_state,)
+        runs = []
+        for seed in seeds:
+            for pt in points:
+                det = clone(self)
+                hyper = {**(self.hyperparams or {}), **{k: v for k, v in pt.items() if k in obj.HYPERPARAMS}}
+                det.set_params(random_state=int(seed), hyperparams=hyper or None,
+                               **{k: v for k, v in pt.items() if k in ("lr", "weight_decay")})
+                runs.append(det)
+        hps = [det._hp() for det in runs]
+        hp = {k: np.concatenate([h[k] for h in hps]) for k in hps[0]}
+        first = runs[0]
+        x, xt, data, batch = first._prepare_fit(X, y)
+        n = len(runs)
+        tile = lambda a: np.repeat(a, n, axis=0)  # noqa: E731
+        data = RunData(data.x, tile(data.normal_pool), tile(data.n_valid), tile(data.anomaly_pool),
+                       tile(data.m_valid))
+        keys = np.stack([np.asarray(jax.random.PRNGKey(det.random_state)) for det in runs])
+        obj, opts = first._objective()
+        res = fit(first._model(xt.shape[1:]), obj, opts, data, hp, keys, epochs=self.epochs, batch_size=batch,
+                  anomaly_share=self.anomaly_share)
+        for r, det in enumerate(runs):
+            for attr in ("input_shape_", "scaler_mean_", "scaler_scale_"):
+                if hasattr(first, attr):
+                    setattr(det, attr, getattr(first, attr))
+            det._store(res, r)
+        return runs
+
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, RunData, int]:
+        """Validate X and y, fit the scaler on the normals, and build one run's data."""
+        obj, _ = self._objective()
         x = self._check_x(X, fitting=True)
         y = np.zeros(len(x), np.int64) if y is None else np.asarray(y).ravel()
         if y.shape != (len(x),):
@@ -118,8 +176,7 @@ class DeepDetector(BaseEstimator):
         normals, anomalies = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
         if len(normals) < 2:
             raise ValueError(f"fit needs at least 2 normal samples (y == 0); got {len(normals)}")
-        uses_anomalies = getattr(obj, "USES_ANOMALIES", True)
-        if uses_anomalies and len(anomalies) == 0:
+        if getattr(obj, "USES_ANOMALIES", True) and len(anomalies) == 0:
             raise ValueError(f"{self.method} needs labelled anomalies: mark some with y == 1, or use a method "
                              "trained on normals alone (method='deep_svdd')")
         if not self._is_image(x):
@@ -129,16 +186,14 @@ class DeepDetector(BaseEstimator):
         xt = self._transform(x)
         pool = lambda idx: idx[None, :].astype(np.int32) if len(idx) else np.zeros((1, 1), np.int32)  # noqa: E731
         data = RunData(xt, pool(normals), np.array([len(normals)]), pool(anomalies), np.array([len(anomalies)]))
-        batch = self.batch_size or (150 if self._is_image(x) else 50)
-        keys = np.asarray(jax.random.PRNGKey(self.random_state))[None]
-        res = fit(self._model(xt.shape[1:]), obj, opts, data, self._hp(), keys, epochs=self.epochs,
-                  batch_size=batch, anomaly_share=self.anomaly_share)
-        self.params_ = jax.tree.map(lambda a: np.asarray(a[0]), res.state.params)
-        self.obj_state_ = jax.tree.map(lambda a: np.asarray(a[0]), res.state.obj_state)
-        self.diverged_ = bool(res.diverged[0])
-        self.history_ = {k: np.asarray(v)[:, 0] for k, v in res.history.items()}
+        return x, xt, data, self.batch_size or (150 if self._is_image(x) else 50)
+
+    def _store(self, res: Any, r: int) -> None:
+        self.params_ = jax.tree.map(lambda a: np.asarray(a[r]), res.state.params)
+        self.obj_state_ = jax.tree.map(lambda a: np.asarray(a[r]), res.state.obj_state)
+        self.diverged_ = bool(res.diverged[r])
+        self.history_ = {k: np.asarray(v)[:, r] for k, v in res.history.items()}
         self._set_geometry()
-        return self
 
     def _set_geometry(self) -> None:
         obj, opts = self._objective()

@@ -88,3 +88,16 @@ def test_unknown_hyperparameter_and_wrong_width(fitted):
         IMDAD(epochs=1, hyperparams={"eta": 1.0}).fit(x, y)
     with pytest.raises(ValueError, match="fit on"):
         fitted.decision_function(np.zeros((3, 7)))
+
+
+def test_fit_many_trains_every_point_as_one_program_and_matches_single_fits():
+    x, y = _blobs()
+    dets = IMDAD(epochs=3).fit_many(x, y, grid={"lr": [1e-3, 1e-2], "nu1": [0.05, 0.2]}, seeds=(0, 1))
+    assert len(dets) == 8
+    assert [(d.random_state, d.lr, d.hyperparams["nu1"]) for d in dets[:4]] == [
+        (0, 1e-3, 0.05), (0, 1e-3, 0.2), (0, 1e-2, 0.05), (0, 1e-2, 0.2)]
+    alone = clone(dets[6]).fit(x, y)  # seed 1, lr 1e-2, nu1 0.05, trained by itself
+    np.testing.assert_allclose(dets[6].decision_function(x), alone.decision_function(x), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(dets[0].decision_function(x), dets[6].decision_function(x))
+    with pytest.raises(ValueError, match="per-run values only"):
+        IMDAD(epochs=1).fit_many(x, y, grid={"epochs": [1, 2]})
