@@ -162,7 +162,7 @@ def _nu_sweep(cfg, split, grid, out: Path, name: str, record: dict) -> Path:
     """Paper Fig. 7: one run-axis sweep over the grid on run 0's training data, fractions against the bounds."""
     from imdad_jax import interpret as ix
     from imdad_jax import plots
-    from imdad_jax.evaluate import nu_property
+    from imdad_jax.evaluate import apply_runs, nu_property
     from imdad_jax.experiment import Split, _fit, build_model, objective_options, run_hyperparams
     from imdad_jax.train.engine import RunData
     from imdad_jax.tuning import grid_hyperparams, grid_points, tile_runs
@@ -176,7 +176,6 @@ def _nu_sweep(cfg, split, grid, out: Path, name: str, record: dict) -> Path:
     obj.validate_hp(hp)
     _, res, _ = _fit(cfg, None, split=Split([], data_g, keys_g, d.x, None, None, []), hp=hp)
     model = build_model(cfg, d.x.shape[1:])
-    from imdad_jax.evaluate import apply_runs
     s_fn = lambda p, x: obj.signed_distance(p[0], p[1], model, x, opts)  # noqa: E731
     st = (res.state.params, res.state.obj_state)
     s_n = apply_runs(s_fn, st, d.x, data_g.normal_pool, strategy=res.strategy)

@@ -88,28 +88,26 @@ def load_dataset(name: str, data_dir: str | None):
     return loader(data_dir, os.environ.get(env))
 
 
+def _parse_names(text: str, known: tuple[str, ...], kind: str, groups: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """A named group (``all``, ...) or a comma list of names from ``known``; one error naming the bad ones."""
+    if text in groups:
+        return groups[text]
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise ConfigError(f"unknown {kind} {bad or text!r}; choose from {', '.join(known)} or "
+                          + " or ".join(f"'{g}'" for g in groups))
+    return names
+
+
 def parse_datasets(text: str) -> tuple[str, ...]:
     """``all`` or a comma list of dataset names."""
-    if text == "all":
-        return DATASETS
-    names = tuple(d.strip() for d in text.split(",") if d.strip())
-    bad = [d for d in names if d not in DATASETS]
-    if bad or not names:
-        raise ConfigError(f"unknown dataset {bad or text!r}; choose from {', '.join(DATASETS)} or 'all'")
-    return names
+    return _parse_names(text, DATASETS, "dataset", {"all": DATASETS})
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``all``, ``ablation`` or a comma list of method names."""
-    if text == "all":
-        return METHODS
-    if text == "ablation":
-        return ABLATION
-    methods = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise ConfigError(f"unknown method {bad or text!r}; choose from {', '.join(METHODS)}, 'all' or 'ablation'")
-    return methods
+    return _parse_names(text, METHODS, "method", {"all": METHODS, "ablation": ABLATION})
 
 
 def config_from_args(a: argparse.Namespace, method: str = "imdad"):

@@ -13,6 +13,7 @@ scikit-learn (higher = more normal, the negated ``decision_function``).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from pathlib import Path
@@ -210,8 +211,7 @@ class DeepDetector(BaseEstimator):
         check_is_fitted(self, "params_")
         obj, opts = self._objective()
         xt = self._transform(self._check_x(X, fitting=False))
-        model = self._model(model_input_shape(self.input_shape_))
-        score = jax.jit(lambda p, s, x: obj.score(p, s, model, x, opts))
+        score = _scorer(self.method, self._model(model_input_shape(self.input_shape_)), opts)
         return np.concatenate([np.asarray(score(self.params_, self.obj_state_, xt[i:i + 2048]))
                                for i in range(0, len(xt), 2048)])
 
@@ -270,6 +270,14 @@ class DeepDetector(BaseEstimator):
         det.diverged_ = False
         det._set_geometry()
         return det
+
+
+@functools.lru_cache(maxsize=64)
+def _scorer(method: str, model: Any, opts: Any):
+    # One compiled scorer per (method, model, options): flax modules hash by their fields, so repeated
+    # decision_function calls (and detectors of the same shape) reuse it instead of tracing anew.
+    obj = get_objective(method)
+    return jax.jit(lambda p, s, x: obj.score(p, s, model, x, opts))
 
 
 def model_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:

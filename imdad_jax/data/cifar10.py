@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imdad_jax.data.fashion_mnist import DataNotFoundError, ImageDataset
+from imdad_jax.data.fashion_mnist import DataNotFoundError, ImageDataset, load_tfds
 from imdad_jax.data.idx import DataFileError
 
 BATCH_DIR = "cifar-10-batches-py"
@@ -145,20 +145,7 @@ def _load(raw: dict[str, bytes], where: Path, label: str) -> ImageDataset:
 
 
 def _load_tfds() -> ImageDataset | None:
-    try:
-        import tensorflow_datasets as tfds  # optional
-    except ImportError:
-        return None
-    try:
-        parts = {}
-        for split in ("train", "test"):
-            src = tfds.data_source("cifar10", split=split, download=False)
-            recs = [src[i] for i in range(len(src))]
-            parts[split] = (np.stack([r["image"] for r in recs]), np.array([r["label"] for r in recs], np.int64))
-    except Exception:  # not prepared: TFDS raises its own assertion/file errors
-        return None
-    return ImageDataset(parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], CLASS_NAMES,
-                        "tensorflow-datasets: cifar10")
+    return load_tfds("cifar10", CLASS_NAMES)
 
 
 def load_cifar10(data_dir: str | os.PathLike | None = None, env_dir: str | os.PathLike | None = None) -> ImageDataset:

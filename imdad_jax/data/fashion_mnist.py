@@ -90,7 +90,8 @@ def _load_dir(directory: Path, label: str) -> ImageDataset:
                         arrays["y_test"].astype(np.int64), CLASS_NAMES, f"{label}: {directory}")
 
 
-def _load_tfds() -> ImageDataset | None:
+def load_tfds(name: str, class_names: tuple[str, ...]) -> ImageDataset | None:
+    """TFDS's already prepared copy of image dataset ``name`` (never downloads); None when absent."""
     try:
         import tensorflow_datasets as tfds  # optional
     except ImportError:
@@ -98,13 +99,17 @@ def _load_tfds() -> ImageDataset | None:
     try:
         parts = {}
         for split in ("train", "test"):
-            src = tfds.data_source("fashion_mnist", split=split, download=False)
+            src = tfds.data_source(name, split=split, download=False)
             recs = [src[i] for i in range(len(src))]
             parts[split] = (np.stack([r["image"] for r in recs]), np.array([r["label"] for r in recs], np.int64))
     except Exception:  # not prepared: TFDS raises its own assertion/file errors
         return None
-    return ImageDataset(parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], CLASS_NAMES,
-                        "tensorflow-datasets: fashion_mnist")
+    return ImageDataset(parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], class_names,
+                        f"tensorflow-datasets: {name}")
+
+
+def _load_tfds() -> ImageDataset | None:
+    return load_tfds("fashion_mnist", CLASS_NAMES)
 
 
 def load_fashion_mnist(data_dir: str | None = None, env_dir: str | None = None) -> ImageDataset:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imdad_jax.data.fashion_mnist import FILES as IDX_FILES
-from imdad_jax.data.fashion_mnist import DataNotFoundError, ImageDataset, _find_file
+from imdad_jax.data.fashion_mnist import DataNotFoundError, ImageDataset, _find_file, load_tfds
 from imdad_jax.data.idx import DataFileError, read_idx, write_idx
 
 NPZ_NAME = "mnist.npz"
@@ -107,20 +107,7 @@ def _load_dir(directory: Path, label: str) -> ImageDataset:
 
 
 def _load_tfds() -> ImageDataset | None:
-    try:
-        import tensorflow_datasets as tfds  # optional
-    except ImportError:
-        return None
-    try:
-        parts = {}
-        for split in ("train", "test"):
-            src = tfds.data_source("mnist", split=split, download=False)
-            recs = [src[i] for i in range(len(src))]
-            parts[split] = (np.stack([r["image"] for r in recs]), np.array([r["label"] for r in recs], np.int64))
-    except Exception:  # not prepared: TFDS raises its own assertion/file errors
-        return None
-    return ImageDataset(parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], CLASS_NAMES,
-                        "tensorflow-datasets: mnist")
+    return load_tfds("mnist", CLASS_NAMES)
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, env_dir: str | os.PathLike | None = None) -> ImageDataset:
