@@ -72,6 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--estimate", choices=("auto", "yes", "no"), default="auto",
                    help="measure and print the expected wall time first (auto: on CPU only)")
     p.add_argument("--no_progress", action="store_true")
+    c = p.add_argument_group("checkpoints (Orbax; deep methods)")
+    c.add_argument("--checkpoint_every", type=int, default=10,
+                   help="save every run's state every N epochs and after the last (default 10; 0: no checkpoints)")
+    c.add_argument("--checkpoint_dir", help="folder for the checkpoints (default OUT_DIR/checkpoints/<results stem>)")
+    c.add_argument("--keep_checkpoints", type=int, default=2, help="newest checkpoints kept per phase (default 2)")
+    r = c.add_mutually_exclusive_group()
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (same flags) from its newest checkpoint; the final numbers "
+                        "equal an uninterrupted run's")
+    r.add_argument("--restart", action="store_true", help="discard an interrupted run's checkpoints and start afresh")
     return p.parse_args(argv)
 
 
@@ -184,6 +194,8 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
             if bad:
                 raise ConfigError(f"unknown class {bad} for {cfg.dataset}: classes are 0..{n_classes - 1} "
                                   f"({', '.join(data.class_names)})")
+        for cfg in cfgs:
+            prepare_checkpoints(a, cfg)
         import jax  # noqa: F401  (after the cheap checks: importing JAX takes seconds)
 
         from imdad_jax.experiment import objective_options, run_hyperparams
@@ -194,9 +206,19 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from imdad_jax.train import TrainingInterrupted
+
     results = {}
-    for cfg in cfgs:
-        results[cfg.method] = run_one(a, cfg, data, argv)
+    with StopOnSignal() as stop:
+        for cfg in cfgs:
+            try:
+                results[cfg.method] = run_one(a, cfg, data, argv, should_stop=stop)
+            except TrainingInterrupted as e:
+                cmd = " ".join(["python", "experiments/run.py", *(argv if argv is not None else sys.argv[1:])])
+                cmd = cmd.replace(" --restart", "")
+                print(f"\ninterrupted ({stop.signal_name}): [{cfg.method}] {e}.\nresume with: {cmd}"
+                      f"{'' if a.resume else ' --resume'}", file=sys.stderr, flush=True)
+                return 130
     if len(cfgs) > 1:
         write_method_table(a, cfgs, data, results, argv)
     if tuple(results) != ABLATION and all(m in results for m in ABLATION):
@@ -205,7 +227,82 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
     return 0
 
 
-def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None) -> dict:
+def results_stem(a: argparse.Namespace, cfg) -> str:
+    """The results files' stem (and the checkpoint folder's name) of one method's run."""
+    stem = a.name or f"{cfg.dataset}_{cfg.method}_{cfg.preset}_e{cfg.epochs}"
+    if a.name and a.method != cfg.method:
+        stem = f"{a.name}_{cfg.method}"
+    return stem
+
+
+def checkpoint_folder(a: argparse.Namespace, cfg) -> Path:
+    return Path(a.checkpoint_dir or Path(a.out_dir) / "checkpoints") / results_stem(a, cfg)
+
+
+def prepare_checkpoints(a: argparse.Namespace, cfg) -> None:
+    """Refuse to discard an interrupted run's checkpoints by accident; clear a finished run's for a fresh one.
+
+    A folder with a ``COMPLETE`` marker belongs to a run whose results were written: a new run (without
+    ``--resume``) replaces it. Without the marker the run was interrupted: continue it with ``--resume``
+    or discard it with ``--restart``.
+    """
+    import shutil
+
+    from imdad_jax.config import SHALLOW_METHODS
+
+    if a.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint_every must be >= 0 (0: no checkpoints), got {a.checkpoint_every}")
+    if a.keep_checkpoints < 1:
+        raise ConfigError(f"--keep_checkpoints must be >= 1, got {a.keep_checkpoints}")
+    if cfg.method in SHALLOW_METHODS or a.checkpoint_every == 0:
+        return
+    folder = checkpoint_folder(a, cfg)
+    if not folder.is_dir() or not any(folder.iterdir()) or a.resume:
+        return
+    if (folder / "COMPLETE").exists() or a.restart:
+        shutil.rmtree(folder)
+        return
+    raise ConfigError(f"{folder} holds the checkpoints of an interrupted run of {cfg.method}; continue it with "
+                      "--resume (same flags), or discard it with --restart")
+
+
+class StopOnSignal:
+    """SIGINT / SIGTERM ask training to stop after the current epoch (with a checkpoint); a second SIGINT
+    interrupts at once. Used as ``should_stop`` (a callable) inside a ``with`` block."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._old: dict = {}
+
+    def __call__(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n{self.signal_name}: stopping after this epoch and writing a checkpoint "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopOnSignal":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None, should_stop=None) -> dict:
     """Train and evaluate one method over all its runs; write its results files; return its record."""
     import jax
 
@@ -243,22 +340,34 @@ def run_one(a: argparse.Namespace, cfg, data, argv: list[str] | None) -> dict:
         bar.set_postfix(shown)
         bar.update(1)
 
+    from imdad_jax.io.checkpoints import CheckpointSettings
+
+    ck = (CheckpointSettings(checkpoint_folder(a, cfg), a.checkpoint_every, a.keep_checkpoints, a.resume)
+          if deep and a.checkpoint_every > 0 else None)
+    if ck and a.resume:
+        print(f"[{cfg.method}] resuming from the checkpoints in {ck.directory}"
+              if ck.directory.is_dir() else f"[{cfg.method}] nothing to resume in {ck.directory}: starting afresh",
+              flush=True)
     t0 = time.perf_counter()
-    out = run_experiment(cfg, data, callback=on_epoch)
-    bar.close()
+    try:
+        out = run_experiment(cfg, data, callback=on_epoch, checkpoints=ck, should_stop=should_stop)
+    finally:
+        bar.close()
     out["timing"]["wall_s_cli"] = time.perf_counter() - t0
     record = {"config": cfg.to_dict(), "provenance": provenance(["python", "experiments/run.py", *(argv or sys.argv[1:])]),
-              "data_source": data.source, **out}
+              "data_source": data.source, **out,
+              "checkpoints": {"directory": str(ck.directory), "every": ck.every, "keep": ck.keep, "resume": ck.resume}
+              if ck else None}
     paper = PAPER_TABLE2.get(cfg.dataset, {}).get(cfg.method)
     table = per_class_table(out["runs"], data.class_names, paper)
     if cfg.dataset in PEER_DEEP_SAD_MEAN:
         table += ("\n\nBar: a standard Deep SAD (DeepOD defaults on tabular data, the reference Deep-SAD-PyTorch on "
                   f"Fashion-MNIST) under this protocol averages {PEER_DEEP_SAD_MEAN[cfg.dataset]:.2f} "
                   "(../shared/spec/peer_results.md).")
-    stem = a.name or f"{cfg.dataset}_{cfg.method}_{cfg.preset}_e{cfg.epochs}"
-    if a.name and a.method != cfg.method:
-        stem = f"{a.name}_{cfg.method}"
-    jp, mp = write_results(a.out_dir, stem, record, table)
+    jp, mp = write_results(a.out_dir, results_stem(a, cfg), record, table)
+    if ck:
+        ck.directory.mkdir(parents=True, exist_ok=True)
+        (ck.directory / "COMPLETE").write_text(f"{jp}\n")  # results written: a new run may replace these
     print(table)
     diverged = [r for r in out["runs"] if r["diverged"]]
     if diverged:

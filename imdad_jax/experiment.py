@@ -16,6 +16,7 @@ from imdad_jax.data.folds import cv_runs, test_labels
 from imdad_jax.data.protocol import one_vs_rest_runs, preprocess_images
 from imdad_jax.data.tabular import TabularDataset
 from imdad_jax.evaluate import apply_runs, nu_property, summarize_runs
+from imdad_jax.io.checkpoints import CheckpointSettings
 from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
 from imdad_jax.train import fit
@@ -102,8 +103,9 @@ def run_hyperparams(cfg: ExperimentConfig, n_runs: int, method: str | None = Non
 
 def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int | None = None,
          epochs: int | None = None, callback: Callable | None = None, split: Split | None = None,
-         hp: dict[str, np.ndarray] | None = None, snapshot_epochs: tuple[int, ...] = ()
-         ) -> tuple[Split, FitResult, tuple]:
+         hp: dict[str, np.ndarray] | None = None, snapshot_epochs: tuple[int, ...] = (),
+         checkpoints: CheckpointSettings | None = None, phase: str = "train",
+         should_stop: Callable[[], bool] | None = None) -> tuple[Split, FitResult, tuple]:
     split = split or make_split(cfg, dataset)
     data, keys = split.data, split.keys
     x_train = data.x
@@ -112,21 +114,31 @@ def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int
     obj.validate_hp(hp)
     common = dict(batch_size=cfg.batch_size, strategy=cfg.strategy, epoch_mode=cfg.epoch_mode,
                   steps_per_epoch=steps_per_epoch, anomaly_share=cfg.anomaly_share)
+    fingerprint = {"config": cfg.to_dict(), "n_runs": data.n_runs, "n_train": len(data.x),
+                   "hp": {k: np.asarray(v).tolist() for k, v in hp.items()}}
+
+    def run_fit(name: str, *args, **kw) -> FitResult:
+        if checkpoints is None:
+            return fit(*args, should_stop=should_stop, **kw)
+        with checkpoints.phase(name, fingerprint) as ck:
+            return fit(*args, checkpoint=ck, resume=checkpoints.resume, should_stop=should_stop, **kw)
+
     warm = None
     if cfg.pretrain_epochs > 0 and cfg.method != "autoencoder":
         # Autoencoder pretraining on the same runs' normals; its encoder warm-starts the method's.
         ae, ae_opts = objective_options(cfg, "autoencoder")
-        pre = fit(build_model(cfg, x_train.shape[1:], "autoencoder"), ae, ae_opts, data,
-                  run_hyperparams(cfg, data.n_runs, "autoencoder"), keys,
-                  epochs=min(cfg.pretrain_epochs, epochs or cfg.pretrain_epochs), **common)
+        pre = run_fit(f"{phase}_pretrain", build_model(cfg, x_train.shape[1:], "autoencoder"), ae, ae_opts, data,
+                      run_hyperparams(cfg, data.n_runs, "autoencoder"), keys,
+                      epochs=min(cfg.pretrain_epochs, epochs or cfg.pretrain_epochs), **common)
         warm = {"encoder": pre.state.params["params"]["encoder"]}
-    res = fit(build_model(cfg, x_train.shape[1:]), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs,
-              milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback,
-              snapshot_epochs=snapshot_epochs, **common)
+    res = run_fit(phase, build_model(cfg, x_train.shape[1:]), obj, opts, data, hp, keys, epochs=epochs or cfg.epochs,
+                  milestones=cfg.milestones, gamma=cfg.gamma, warm_start=warm, callback=callback,
+                  snapshot_epochs=snapshot_epochs, **common)
     return split, res, (obj, opts)
 
 
-def tune_hyperparams(cfg: ExperimentConfig, split: Split) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def tune_hyperparams(cfg: ExperimentConfig, split: Split, checkpoints: CheckpointSettings | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Each run's values from the grid ``cfg.tune``, chosen by validation AUC on held-out training rows.
 
     All (run x grid point) pairs train as one program on the rest of their training data; the test
@@ -141,7 +153,7 @@ def tune_hyperparams(cfg: ExperimentConfig, split: Split) -> tuple[dict[str, np.
     hp_g = grid_hyperparams(run_hyperparams(cfg, n_runs), points)
     obj.validate_hp(hp_g)
     sub = Split([], data_g, keys_g, data_g.x, None, None, [])
-    _, res, _ = _fit(cfg, None, split=sub, hp=hp_g)
+    _, res, _ = _fit(cfg, None, split=sub, hp=hp_g, checkpoints=checkpoints, phase="tune", should_stop=should_stop)
     model = build_model(cfg, data_g.x.shape[1:])
     scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (res.state.params, res.state.obj_state),
                         data_g.x, np.repeat(ho.val_idx, g, axis=0), strategy=res.strategy)
@@ -165,18 +177,24 @@ def estimate_seconds(cfg: ExperimentConfig, dataset: Dataset, probe_steps: int =
 
 
 def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
-                   callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> dict[str, Any]:
+                   callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None,
+                   checkpoints: CheckpointSettings | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train every (class, seed) run of ``cfg`` as one program and evaluate it.
 
     Shallow methods (``cfg.method`` in ``SHALLOW_METHODS``) go to ``run_shallow_experiment``.
+    ``checkpoints``: save every phase's run-axis state with Orbax (and with ``resume``, continue each phase
+    from its newest checkpoint: same numbers as an uninterrupted run). ``should_stop()`` asked after every
+    epoch; when true a checkpoint is written and ``imdad_jax.train.TrainingInterrupted`` raised.
     Returns ``{"runs": [per-run records], "history": {name: (epochs, R)}, "timing": {...}, "hyperparams": {...}}``.
     """
     if cfg.method in SHALLOW_METHODS:
         return run_shallow_experiment(cfg, dataset)
     t0 = time.perf_counter()
     split = make_split(cfg, dataset)
-    hp, tuning = tune_hyperparams(cfg, split) if cfg.tune else (None, None)
-    split, res, (obj, opts) = _fit(cfg, dataset, callback=callback, split=split, hp=hp)
+    hp, tuning = tune_hyperparams(cfg, split, checkpoints, should_stop) if cfg.tune else (None, None)
+    split, res, (obj, opts) = _fit(cfg, dataset, callback=callback, split=split, hp=hp, checkpoints=checkpoints,
+                                   should_stop=should_stop)
     ids, data = split.ids, split.data
     model = build_model(cfg, data.x.shape[1:])
     params, obj_state = res.state.params, res.state.obj_state
@@ -206,7 +224,8 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
     timing = {"train_s": res.train_s, "compile_s": res.compile_s, "eval_s": time.perf_counter() - t_eval,
               "total_s": time.perf_counter() - t0, "epoch_s_median": float(np.median(res.epoch_s)),
               "steps_per_epoch": res.plan.steps, "strategy": strategy, "epoch_mode": res.epoch_mode,
-              "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+              "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+              "resumed_from_epoch": res.start_epoch}
     if tuning:
         timing["tune_s"] = tuning["seconds"]
     history = {k: v.tolist() for k, v in res.history.items()}

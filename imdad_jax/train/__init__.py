@@ -1,7 +1,9 @@
 """The run-axis engine: state, step, strategies, sharding."""
-from imdad_jax.train.engine import EPOCH_MODES, STRATEGIES, FitResult, RunData, fit, resolve_strategy
+from imdad_jax.train.engine import (EPOCH_MODES, STRATEGIES, Checkpointer, FitResult, RunData, TrainingInterrupted, fit,
+                                    resolve_strategy)
 from imdad_jax.train.state import RunState, make_optimizer
 from imdad_jax.train.step import BatchPlan, plan_batches
 
-__all__ = ["EPOCH_MODES", "STRATEGIES", "FitResult", "RunData", "fit", "resolve_strategy", "RunState",
+__all__ = ["EPOCH_MODES", "STRATEGIES", "Checkpointer", "FitResult", "RunData", "TrainingInterrupted", "fit",
+           "resolve_strategy", "RunState",
            "make_optimizer", "BatchPlan", "plan_batches"]

@@ -16,7 +16,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import flax.linen as nn
 import jax
@@ -89,6 +89,29 @@ class FitResult:
     full_steps_per_epoch: int = 0  # steps an uncapped epoch would take
     # {completed epochs: (params, obj_state) stacked over runs, on the host}; 0 = before the first step
     snapshots: dict[int, Any] = field(default_factory=dict)
+    start_epoch: int = 0  # > 0 when the run resumed from a checkpoint of that many completed epochs
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on request (``should_stop``) after ``epoch`` of ``epochs``; a checkpoint holds it."""
+
+    def __init__(self, epoch: int, epochs: int, directory: Any = None):
+        self.epoch, self.epochs, self.directory = epoch, epochs, directory
+        where = f"; the checkpoint in {directory} resumes it" if directory else ""
+        super().__init__(f"training stopped after epoch {epoch} of {epochs}{where}")
+
+
+class Checkpointer(Protocol):
+    """What ``fit`` needs of a checkpointer (``imdad_jax.io.checkpoints.RunCheckpointer`` is one)."""
+
+    directory: Any
+
+    def latest_epoch(self) -> int | None: ...
+    def should_save(self, epoch: int, epochs: int) -> bool: ...
+    def save(self, epoch: int, state: Any, history: dict, diverged: np.ndarray, force: bool = False) -> None: ...
+    def remember(self, state: Any) -> None: ...
+    def restore(self, template: Any) -> tuple[int, Any, dict, np.ndarray] | None: ...
+    def wait(self) -> None: ...
 
 
 def _pad_runs(tree: Any, r_pad: int) -> Any:
@@ -109,7 +132,9 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         strategy: str = "auto", epoch_mode: str = "auto", devices: list | None = None,
         steps_per_epoch: int | None = None, anomaly_share: float | None = None,
         warm_start: dict[str, Any] | None = None, snapshot_epochs: Sequence[int] = (),
-        callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None) -> FitResult:
+        callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None,
+        checkpoint: Checkpointer | None = None, resume: bool = False,
+        should_stop: Callable[[], bool] | None = None) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
     ``hp``: per-run arrays (R,) for the optimizer (lr, weight_decay) and the objective.
@@ -128,6 +153,12 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     ``snapshot_epochs``: after these many completed epochs (0 = before the first step) a host copy
     of every run's ``(params, obj_state)`` goes to ``FitResult.snapshots`` (for per-epoch figures;
     a copy costs one transfer, so pick a few epochs for large models).
+    ``checkpoint``: saves the stacked state, history and divergence flags when ``checkpoint.should_save``
+    says so (and after the last epoch); with ``resume`` training continues from its newest checkpoint and
+    ends with the same numbers as an uninterrupted run (the PRNG keys and step counters are in the state).
+    Snapshots and callbacks cover the epochs trained in this call only.
+    ``should_stop()`` is asked after every epoch (a signal handler's flag): when true, a checkpoint is
+    written and ``TrainingInterrupted`` raised.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -159,10 +190,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         raise ValueError(f"snapshot_epochs must lie in 0..{epochs} (completed epochs), got {sorted(wanted)}")
     snapshots: dict[int, Any] = {}
     t0 = time.perf_counter()
-    history: list[dict[str, np.ndarray]] = []
-    diverged = np.zeros(n_runs, bool)
-    epoch_times: list[float] = []
 
+    # Each strategy supplies four closures over its own state layout; the epoch loop below is shared.
     if strategy == "vmap":
         mesh = shd.run_mesh(devices)
         r_pad = shd.padded_runs(n_runs, mesh.devices.size)
@@ -173,11 +202,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         state = jax.jit(jax.vmap(init, in_axes=(0, 0, None, 0)), out_shardings=rs)(
             put(keys), put(hp), sample_x, put(warm_start) if warm_start else None)
         state = _prepare(objective, model, opts, state, data, "vmap", n_runs, r_pad)
-        state = jax.device_put(state, rs)
-        snap = lambda st: jax.device_get(jax.tree.map(lambda a: a[:n_runs], (st.params, st.obj_state)))  # noqa: E731
-        if 0 in wanted:
-            snapshots[0] = snap(state)
-        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
+        box = {"state": jax.device_put(state, rs)}
+        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), box["state"])
         acc0 = jax.device_put(jax.tree.map(lambda z: jnp.zeros((r_pad,) + z.shape, z.dtype),
                                            _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
         begin_v = jax.jit(jax.vmap(begin), out_shardings=rs)
@@ -198,19 +224,19 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
                     st, ac = vstep_c(st, ac, x_dev, idx[:, t])
                 return st, ac
         finite_v = jax.jit(jax.vmap(lambda s, a: _finite((s.params, a))))
-        for ep in range(epochs):
-            te = time.perf_counter()
-            state, idx = begin_v(state, *pools_d)
-            state, acc = run_epoch(state, jax.tree.map(jnp.zeros_like, acc0), idx)
-            means = {k: np.asarray(v)[:n_runs] / plan.steps for k, v in acc.items()}
-            diverged |= ~np.asarray(finite_v(state, acc))[:n_runs]
-            history.append(means)
-            epoch_times.append(time.perf_counter() - te)
-            if ep + 1 in wanted:
-                snapshots[ep + 1] = snap(state)
-            if callback:
-                callback(ep, means, time.perf_counter() - t0)
-        final = jax.tree.map(lambda a: a[:n_runs], state)
+
+        def train_epoch() -> tuple[dict[str, np.ndarray], np.ndarray]:
+            st, idx = begin_v(box["state"], *pools_d)
+            st, acc = run_epoch(st, jax.tree.map(jnp.zeros_like, acc0), idx)
+            box["state"] = st
+            return ({k: np.asarray(v)[:n_runs] / plan.steps for k, v in acc.items()},
+                    ~np.asarray(finite_v(st, acc))[:n_runs])
+
+        def stacked() -> Any:  # every run's state, on the device, without the padding runs
+            return jax.tree.map(lambda a: a[:n_runs], box["state"])
+
+        def set_stacked(host: Any) -> None:
+            box["state"] = put(host)
     else:
         init_c = jax.jit(init)
         begin_c = jax.jit(begin)
@@ -232,40 +258,82 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         ws = (lambda r: jax.tree.map(lambda a: jnp.asarray(a[r]), warm_start)) if warm_start else (lambda r: None)
         states = [init_c(jnp.asarray(keys[r]), {k: v[r] for k, v in hp.items()}, sample_x, ws(r)) for r in range(n_runs)]
         if hasattr(objective, "prepare"):
-            stacked = _prepare(objective, model, opts, jax.tree.map(lambda *xs: jnp.stack(xs), *states), data,
-                               "loop", n_runs, n_runs)
-            states = [jax.tree.map(lambda a: a[r], stacked) for r in range(n_runs)]
+            stacked0 = _prepare(objective, model, opts, jax.tree.map(lambda *xs: jnp.stack(xs), *states), data,
+                                "loop", n_runs, n_runs)
+            states = [jax.tree.map(lambda a: a[r], stacked0) for r in range(n_runs)]
         pools_r = [tuple(jnp.asarray(p[r]) for p in pools) for r in range(n_runs)]
         acc0 = _zeros_acc(objective, model, opts, states[0], x_dev, labels)
-        snap_l = lambda sts: jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs),  # noqa: E731
-                                                         *[(st.params, st.obj_state) for st in sts]))
-        if 0 in wanted:
-            snapshots[0] = snap_l(states)
-        for ep in range(epochs):
-            te = time.perf_counter()
-            accs = []
+
+        def train_epoch() -> tuple[dict[str, np.ndarray], np.ndarray]:
+            accs, bad = [], np.zeros(n_runs, bool)
             for r in range(n_runs):
                 st, idx = begin_c(states[r], *pools_r[r])
                 st, ac = run_one(st, jax.tree.map(jnp.zeros_like, acc0), idx)
-                diverged[r] |= not bool(finite_c(st, ac))
+                bad[r] = not bool(finite_c(st, ac))
                 states[r] = st
                 accs.append(ac)
-            means = {k: np.stack([np.asarray(a[k]) for a in accs]) / plan.steps for k in acc0}
-            history.append(means)
-            epoch_times.append(time.perf_counter() - te)
-            if ep + 1 in wanted:
-                snapshots[ep + 1] = snap_l(states)
-            if callback:
-                callback(ep, means, time.perf_counter() - t0)
-        final = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+            return {k: np.stack([np.asarray(a[k]) for a in accs]) / plan.steps for k in acc0}, bad
+
+        def stacked() -> Any:
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+        def set_stacked(host: Any) -> None:
+            states[:] = [jax.tree.map(lambda a: jnp.asarray(a[r]), host) for r in range(n_runs)]
+
+    snap = lambda: jax.device_get((lambda s: (s.params, s.obj_state))(stacked()))  # noqa: E731
+    history: list[dict[str, np.ndarray]] = []
+    diverged = np.zeros(n_runs, bool)
+    epoch_times: list[float] = []
+    start = 0
+    if checkpoint is not None:
+        if resume:
+            restored = checkpoint.restore(stacked())
+            if restored is not None:
+                start, host, hist, diverged = restored
+                set_stacked(host)
+                history = [{k: v[e] for k, v in hist.items()} for e in range(start)]
+        elif checkpoint.latest_epoch() is not None:
+            raise ValueError(f"{checkpoint.directory} already holds a checkpoint (epoch {checkpoint.latest_epoch()}); "
+                             "resume from it (resume=True, --resume) or empty the folder to start afresh")
+        if start == 0:
+            checkpoint.remember(stacked())
+        if start > epochs:
+            raise ValueError(f"the checkpoint in {checkpoint.directory} is at epoch {start}, past the {epochs} asked for")
+    if 0 in wanted and start == 0:
+        snapshots[0] = snap()
+    for ep in range(start, epochs):
+        te = time.perf_counter()
+        means, bad = train_epoch()
+        diverged |= bad
+        history.append(means)
+        epoch_times.append(time.perf_counter() - te)
+        done = ep + 1
+        if done in wanted:
+            snapshots[done] = snap()
+        stop = should_stop is not None and should_stop()
+        if checkpoint is not None and (checkpoint.should_save(done, epochs) or stop):
+            checkpoint.save(done, stacked(), _stack_history(history), diverged, force=stop)
+        if callback:
+            callback(ep, means, time.perf_counter() - t0)
+        if stop and done < epochs:
+            if checkpoint is not None:
+                checkpoint.wait()
+            raise TrainingInterrupted(done, epochs, getattr(checkpoint, "directory", None))
+    if checkpoint is not None:
+        checkpoint.wait()
+    final = stacked()
     jax.block_until_ready(final)
     total = time.perf_counter() - t0
-    hist = {k: np.stack([h[k] for h in history]) for k in history[0]}
+    hist = _stack_history(history)
     # The first epoch holds the compilation; report it apart from the steady-state epochs.
-    steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else epoch_times[0]
+    steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else (epoch_times[0] if epoch_times else 0.0)
     return FitResult(state=final, history=hist, diverged=diverged, strategy=strategy, epoch_mode=epoch_mode,
-                     plan=plan, compile_s=max(epoch_times[0] - steady, 0.0), train_s=total, epoch_s=epoch_times,
-                     full_steps_per_epoch=full_steps, snapshots=snapshots)
+                     plan=plan, compile_s=max(epoch_times[0] - steady, 0.0) if epoch_times else 0.0, train_s=total,
+                     epoch_s=epoch_times, full_steps_per_epoch=full_steps, snapshots=snapshots, start_epoch=start)
+
+
+def _stack_history(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([h[k] for h in history]) for k in history[0]} if history else {}
 
 
 def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, data: RunData, strategy: str,
