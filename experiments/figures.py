@@ -84,6 +84,9 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
     """Train, then every figure; returns the files written."""
     import jax
 
+    from imdad_jax.io.compile_cache import enable_compile_cache
+    enable_compile_cache()
+
     from imdad_jax import interpret as ix
     from imdad_jax import plots
     from imdad_jax.experiment import _fit, build_model, make_split

@@ -198,6 +198,9 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
             prepare_checkpoints(a, cfg)
         import jax  # noqa: F401  (after the cheap checks: importing JAX takes seconds)
 
+        from imdad_jax.io.compile_cache import enable_compile_cache
+        enable_compile_cache()
+
         from imdad_jax.experiment import objective_options, run_hyperparams
         for cfg in cfgs:  # every method's hyperparameters checked before anything trains
             if cfg.method in DEEP_METHODS:

@@ -16,14 +16,17 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imdad_jax.models import build_encoder
 from imdad_jax.objectives import REGISTRY, get_objective
@@ -61,20 +64,36 @@ class DeepDetector(BaseEstimator):
         return x.ndim >= 3
 
     def _check_x(self, X: Any, fitting: bool) -> np.ndarray:
-        x = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X)
-        if x.ndim < 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features) or images (n, H, W[, C]); got shape {x.shape}. "
-                             "Reshape a single sample with X.reshape(1, -1)")
-        if x.ndim == 2:
-            x = check_array(x, dtype=np.float32, ensure_all_finite=True, ensure_min_samples=1 if not fitting else 2)
+        if sp.issparse(X) or np.ndim(X) <= 2 or hasattr(X, "columns"):
+            # scikit-learn's own validation: dtype, NaN/inf, sparse refused, n_features_in_ and
+            # feature_names_in_ recorded at fit and checked afterwards (with its standard messages)
+            if not fitting and len(self.input_shape_) > 1:
+                raise ValueError(f"X has shape {np.shape(X)}, the detector was fit on images of shape "
+                                 f"{self.input_shape_}; pass (n, {', '.join(map(str, self.input_shape_))})")
+            x = validate_data(self, X, reset=fitting, dtype=np.float32, ensure_all_finite=True,
+                              ensure_min_samples=2 if fitting else 1)
         else:
-            if not np.issubdtype(x.dtype, np.number):
-                raise ValueError(f"image X must be numeric, got dtype {x.dtype}")
+            x = np.asarray(X)
+            if x.ndim > 4:
+                raise ValueError(f"X has shape {x.shape}; give a table (n, features) or images (n, H, W) or "
+                                 "(n, H, W, C)")
+            # complex numbers would lose their imaginary part silently in the float32 cast below
+            if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+                raise ValueError(f"image X must hold real numbers, got dtype {x.dtype}")
+            if 0 in x.shape[1:]:
+                raise ValueError(f"X has shape {x.shape}: images with an empty axis; each image needs H, W (and C) "
+                                 ">= 1")
+            if not fitting and len(x) == 0:
+                raise ValueError(f"Found array with 0 sample(s) (shape={x.shape}) while a minimum of 1 is required "
+                                 f"by {type(self).__name__}.")
             if not np.isfinite(x).all():
                 raise ValueError("X holds NaN or inf; fill or drop those samples first")
-        if not fitting:
-            if x.shape[1:] != tuple(self.input_shape_):
-                raise ValueError(f"X has samples of shape {x.shape[1:]}, the detector was fit on {self.input_shape_}")
+            # float64 pixels past float32's range would turn into inf in the cast to float32
+            if x.size and x.dtype.kind == "f" and np.abs(x).max() > np.finfo(np.float32).max:
+                raise ValueError(f"X holds values up to {np.abs(x).max():.3g}, beyond float32's range; scale the "
+                                 "images (e.g. to [0, 1]) first")
+        if not fitting and x.shape[1:] != tuple(self.input_shape_):
+            raise ValueError(f"X has samples of shape {x.shape[1:]}, the detector was fit on {self.input_shape_}")
         return x
 
     def _transform(self, x: np.ndarray) -> np.ndarray:
@@ -95,7 +114,36 @@ class DeepDetector(BaseEstimator):
         enc = build_encoder(arch, conv_features=self.conv_features, dense_features=self.dense_features)
         return obj.make_model(enc, tuple(input_shape), opts)
 
+    def _check_settings(self) -> None:
+        # Out of range, these would otherwise fail deep inside JAX (a zero layer width, a fractional batch size)
+        # or train quietly on something else (batch_size=0 read as the default, a negative or NaN lr).
+        def whole(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        def real(v: Any) -> bool:
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not whole(self.epochs) or self.epochs < 1:
+            raise ValueError(f"epochs must be a whole number >= 1, got {self.epochs!r}")
+        if self.batch_size is not None and (not whole(self.batch_size) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, or None for the default, "
+                             f"got {self.batch_size!r}")
+        if not real(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}; e.g. lr=1e-3")
+        if not real(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.anomaly_share is not None and not (real(self.anomaly_share) and 0 < self.anomaly_share < 1):
+            raise ValueError(f"anomaly_share must lie in (0, 1) (e.g. 0.5 for balanced batches), or None for the "
+                             f"training set's proportion, got {self.anomaly_share!r}")
+        for name in ("dense_features", "conv_features"):
+            widths = getattr(self, name)
+            if widths is not None and (isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__")
+                                       or not all(whole(w) and w >= 1 for w in widths)):
+                raise ValueError(f"{name} must be a sequence of layer widths >= 1 (e.g. (64, 32)), or None for "
+                                 f"the default, got {widths!r}")
+
     def _hp(self) -> dict[str, np.ndarray]:
+        self._check_settings()
         obj, _ = self._objective()
         extra = dict(self.hyperparams or {})
         unknown = set(extra) - set(obj.HYPERPARAMS)
@@ -159,21 +207,26 @@ class DeepDetector(BaseEstimator):
         res = fit(first._model(xt.shape[1:]), obj, opts, data, hp, keys, epochs=self.epochs, batch_size=batch,
                   anomaly_share=self.anomaly_share)
         for r, det in enumerate(runs):
-            for attr in ("input_shape_", "scaler_mean_", "scaler_scale_"):
+            for attr in ("input_shape_", "scaler_mean_", "scaler_scale_", "n_features_in_", "feature_names_in_"):
                 if hasattr(first, attr):
                     setattr(det, attr, getattr(first, attr))
             det._store(res, r)
         return runs
 
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, RunData, int]:
-        """Validate X and y, fit the scaler on the normals, and build one run's data."""
+        """Validate the settings, X and y, fit the scaler on the normals, and build one run's data."""
+        self._check_settings()
         obj, _ = self._objective()
         x = self._check_x(X, fitting=True)
         y = np.zeros(len(x), np.int64) if y is None else np.asarray(y).ravel()
         if y.shape != (len(x),):
             raise ValueError(f"y must have one label per sample: X has {len(x)} samples, y has {y.shape}")
         if not np.isin(y, (0, 1)).all():
-            raise ValueError(f"y must hold 0 (normal) and 1 (labelled anomaly) only; got values {np.unique(y)[:10]}")
+            try:
+                seen = np.unique(y)[:10]
+            except TypeError:  # an object array mixing e.g. None and numbers cannot be sorted
+                seen = list(dict.fromkeys(y.tolist()))[:10]
+            raise ValueError(f"y must hold 0 (normal) and 1 (labelled anomaly) only; got values {seen}")
         normals, anomalies = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
         if len(normals) < 2:
             raise ValueError(f"fit needs at least 2 normal samples (y == 0); got {len(normals)}")
@@ -185,6 +238,10 @@ class DeepDetector(BaseEstimator):
             self.scaler_mean_, self.scaler_scale_ = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
         self.input_shape_ = tuple(x.shape[1:])
         xt = self._transform(x)
+        if not np.isfinite(xt).all():
+            # finite float32 features can still overflow once centred on the normals' mean
+            raise ValueError("X overflows float32 once standardised on the normal samples (a value far outside "
+                             "the normals' spread, or near float32's limit 3.4e38); rescale the features first")
         pool = lambda idx: idx[None, :].astype(np.int32) if len(idx) else np.zeros((1, 1), np.int32)  # noqa: E731
         data = RunData(xt, pool(normals), np.array([len(normals)]), pool(anomalies), np.array([len(anomalies)]))
         return x, xt, data, self.batch_size or (150 if self._is_image(x) else 50)
@@ -233,7 +290,8 @@ class DeepDetector(BaseEstimator):
         np.savez(path / "params.npz", *leaves)
         meta = {"class": type(self).__name__, "params": self.get_params(), "input_shape": list(self.input_shape_),
                 "scaler_mean": getattr(self, "scaler_mean_", np.zeros(0)).tolist(),
-                "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": 1}
+                "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": 1,
+                "feature_names_in": getattr(self, "feature_names_in_", np.zeros(0)).tolist()}
         (path / "detector.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
         return path
 
@@ -251,6 +309,10 @@ class DeepDetector(BaseEstimator):
                 params[k] = tuple(params[k])
         det = cls(**params)
         det.input_shape_ = tuple(meta["input_shape"])
+        if len(det.input_shape_) == 1:
+            det.n_features_in_ = int(det.input_shape_[0])
+        if meta.get("feature_names_in"):
+            det.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
         if meta["scaler_mean"]:
             det.scaler_mean_ = np.asarray(meta["scaler_mean"], np.float32)
             det.scaler_scale_ = np.asarray(meta["scaler_scale"], np.float32)

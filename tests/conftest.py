@@ -1,7 +1,15 @@
 """Shared fixtures. Eight fake CPU devices so the sharded run axis is exercised on any machine."""
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# JAX's persistent compilation cache for this process and the CLIs the tests start: most of a tiny fit is
+# compiling, and many tests fit the same shapes (scikit-learn's estimator checks fit dozens of times). A cached
+# program computes what a fresh compile does; the folder is a per-user temporary one, never the user's cache.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(),
+                                                                f"imdad_jax_test_xla_cache_{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 
