@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense_features", type=_ints)
     p.add_argument("--margin_param", help="softplus (default) or raw")
     p.add_argument("--center_constraint", help="projection (default), multiplier or augmented")
+    p.add_argument("--max_runs", help="runs per program: 'auto' (default: as many as fit in the accelerator's memory, "
+                                      "measured; all at once on a CPU), 'all', or a number (larger sweeps train in "
+                                      "chunks of that many, with the same numbers per run)")
     p.add_argument("--strategy", help="auto (default), vmap or loop")
     p.add_argument("--epoch_mode", help="auto (default), scan or steps")
     p.add_argument("--data_dir", help="folder with the image dataset's files (else $IMDAD_MNIST_DIR, $IMDAD_FMNIST_DIR, "
@@ -135,6 +138,14 @@ def config_from_args(a: argparse.Namespace, method: str = "imdad"):
             raise ConfigError(str(e)) from None
     if a.val_fraction is not None:
         over["val_fraction"] = a.val_fraction
+    if a.max_runs is not None:
+        if a.max_runs in ("auto", "all"):
+            over["max_runs"] = None if a.max_runs == "all" else "auto"
+        else:
+            try:
+                over["max_runs"] = int(a.max_runs)
+            except ValueError:
+                raise ConfigError(f"--max_runs must be 'auto', 'all' or a number of runs, got {a.max_runs!r}") from None
     over["method"] = method
     over["dataset"] = a.dataset
     over["seeds"] = a.seeds
@@ -216,6 +227,12 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
         for cfg in cfgs:
             try:
                 results[cfg.method] = run_one(a, cfg, data, argv, should_stop=stop)
+            except (ConfigError, ValueError) as e:
+                # a setting that only shows once the runs are built (folds larger than a class, a tuning
+                # split without anomalies, a checkpoint made under other settings): one line, and the
+                # methods already finished keep their results files
+                print(f"error: [{cfg.method}] {e}", file=sys.stderr, flush=True)
+                return 2
             except TrainingInterrupted as e:
                 cmd = " ".join(["python", "experiments/run.py", *(argv if argv is not None else sys.argv[1:])])
                 cmd = cmd.replace(" --restart", "")

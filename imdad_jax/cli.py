@@ -199,8 +199,9 @@ def _read_array(path: Path, kind: str, labels_path: str | None, n_features: int 
     if x.ndim != 2:
         raise CliError(f"{path}: the array has shape {x.shape}; the command line takes a table (rows, columns). "
                        "For images use the Python API (imdad_jax.estimator.DeepDetector)")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise CliError(f"{path}: the array holds {x.dtype}, not numbers; save it as floats")
+    # complex numbers would lose their imaginary part silently in the cast to float
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+        raise CliError(f"{path}: the array holds {x.dtype}, not real numbers; save it as floats")
     if labels_path:
         if labels is not None:
             raise CliError(f"{path} already holds labels (array 'y'); drop --labels")
@@ -263,8 +264,11 @@ def label_vector(table: Table, label_column: str | None) -> np.ndarray | None:
         if table.labels is None:
             return None
         raw = table.labels
-        y = np.where(np.isin(raw, (0, 1)), raw, -1).astype(np.int64) if np.issubdtype(raw.dtype, np.number) \
-            else np.full(len(raw), -1, np.int64)
+        # -1 marks a bad label; built in int64 because np.where(..., raw, -1) wraps -1 to 255 in uint8 labels
+        y = np.full(len(raw), -1, np.int64)
+        if np.issubdtype(raw.dtype, np.number):
+            ok = np.isin(raw, (0, 1))
+            y[ok] = np.real(raw[ok]).astype(np.int64)
         what = "the labels"
     else:
         if label_column is None or label_column not in table.names:
@@ -312,7 +316,8 @@ def choose_features(table: Table, features: str | None, label_column: str | None
         if len(set(names)) != len(names):
             raise CliError("--features names a column more than once")
     if not names:
-        raise CliError(f"{table.path} has no feature columns besides the label column {label_column!r}")
+        raise CliError(f"{table.path} has no feature columns" + (f" besides the label column {label_column!r}"
+                                                                  if label_column in table.names else ""))
     return names
 
 
@@ -482,7 +487,8 @@ def load_model(model_dir: Path) -> tuple[Any, dict[str, Any] | None]:
     try:
         det = DeepDetector.load(model_dir)
         meta = json.loads((model_dir / CLI_META).read_text()) if (model_dir / CLI_META).is_file() else None
-    except (ValueError, KeyError, TypeError, OSError) as e:  # json errors are ValueErrors
+    # json errors are ValueErrors; the estimator reports a damaged params.npz as one too
+    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, zlib.error) as e:
         raise CliError(f"{model_dir}: cannot load the detector ({e}); train it again") from None
     if len(det.input_shape_) != 1:
         raise CliError(f"{model_dir} holds an image detector (input {det.input_shape_}); score images from Python")

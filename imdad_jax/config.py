@@ -5,6 +5,7 @@ Where the paper is silent the default is ours, and ``docs/method.md`` says why.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,17 @@ METHODS = DEEP_METHODS + SHALLOW_METHODS
 # Deep SVDD soft-boundary.
 OBJECTIVE_HP = ("nu", "nu1", "nu2", "dual_lr", "eta", "mu1", "mu2", "warmup_epochs", "drocc_radius", "drocc_gamma",
                 "drocc_lambda", "drocc_step_size")
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # per-run values train as float32: anything larger becomes inf
+
+
+def _finite32(v: float) -> bool:
+    return math.isfinite(v) and abs(v) <= FLOAT32_MAX
+
+
+def _past32(v: float) -> str:
+    return " (beyond float32's range, 3.4e38, in which training runs)" if math.isfinite(v) and not _finite32(v) else ""
 
 
 class ConfigError(ValueError):
@@ -87,6 +99,9 @@ class ExperimentConfig:
     shallow_max_train: int = 1000
     shallow_pca_dims: int | None = 32
     # engine
+    # runs per program: "auto" = as many as fit in the accelerator's memory (measured by XLA's memory
+    # analysis; one program on a CPU), an int = at most that many, None = all in one program
+    max_runs: int | str | None = "auto"
     strategy: str = "auto"
     epoch_mode: str = "auto"
     preset: str = "paper"
@@ -114,8 +129,13 @@ class ExperimentConfig:
             bad(f"unknown dataset {self.dataset!r}; choose one of {DATASETS} (--dataset=fmnist)")
         if not self.classes:
             bad("no normal class given; pass --class=K or --all_classes")
+        if len(set(self.classes)) != len(self.classes):
+            bad(f"classes must be distinct, got {self.classes}; name each normal class once")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             bad(f"seeds must be distinct and non-empty, got {self.seeds}")
+        # numpy's and scikit-learn's seeding refuse anything else, deep inside a run
+        if any(not 0 <= s < 2 ** 32 for s in self.seeds):
+            bad(f"seeds must lie in 0..2**32-1, got {self.seeds}; pass e.g. --seeds=0,1,2")
         if self.n_folds < 2:
             bad(f"n_folds must be >= 2, got {self.n_folds}")
         if self.epochs < 1:
@@ -130,14 +150,15 @@ class ExperimentConfig:
         if self.anomaly_share is not None and not 0 < self.anomaly_share < 1:
             bad(f"anomaly_share must lie in (0, 1), got {self.anomaly_share}; pass e.g. --anomaly_share=0.5 "
                 "for balanced batches, or leave it unset for the training set's proportion")
+        # an infinite learning rate or weight passes "> 0" and only shows as a diverged run
         for name in ("lr", "dual_lr", "kappa", "eta", "drocc_radius", "drocc_lambda", "drocc_step_size"):
             v = getattr(self, name)
-            if v is not None and not v > 0:
-                bad(f"{name} must be > 0, got {v}")
+            if v is not None and not (v > 0 and _finite32(v)):
+                bad(f"{name} must be > 0 and finite, got {v}{_past32(v)}")
         for name in ("mu1", "mu2", "warmup_epochs"):
             v = getattr(self, name)
-            if v is not None and not v >= 0:
-                bad(f"{name} must be >= 0, got {v}")
+            if v is not None and not (v >= 0 and _finite32(v)):
+                bad(f"{name} must be >= 0 and finite, got {v}{_past32(v)}")
         if self.tune:
             if self.method in SHALLOW_METHODS:
                 bad(f"--tune is for the deep methods; {self.method} chooses its own grid on a validation split")
@@ -148,16 +169,19 @@ class ExperimentConfig:
                 bad(str(e))
             if not 0 < self.val_fraction < 1:
                 bad(f"val_fraction must lie in (0, 1), got {self.val_fraction}; e.g. --val_fraction=0.25")
-        if self.drocc_gamma is not None and not self.drocc_gamma >= 1:
-            bad(f"drocc_gamma must be >= 1, got {self.drocc_gamma}")
+        if self.drocc_gamma is not None and not (self.drocc_gamma >= 1 and _finite32(self.drocc_gamma)):
+            bad(f"drocc_gamma must be >= 1 and finite, got {self.drocc_gamma}{_past32(self.drocc_gamma)}")
         if self.drocc_ascent_steps < 1:
             bad(f"drocc_ascent_steps must be >= 1, got {self.drocc_ascent_steps}")
         if self.pretrain_epochs < 0:
             bad(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
         if self.shallow_max_train < 10:
             bad(f"shallow_max_train must be >= 10, got {self.shallow_max_train}")
-        if self.weight_decay < 0:
-            bad(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.shallow_pca_dims is not None and self.shallow_pca_dims < 1:
+            bad(f"shallow_pca_dims must be >= 1 (PCA components for the shallow baselines on images), got "
+                f"{self.shallow_pca_dims}")
+        if not (self.weight_decay >= 0 and _finite32(self.weight_decay)):  # NaN passes "< 0"
+            bad(f"weight_decay must be >= 0 and finite, got {self.weight_decay}{_past32(self.weight_decay)}")
         if not 0 < self.gamma <= 1:
             bad(f"gamma must lie in (0, 1], got {self.gamma}")
         if self.arch not in ARCHITECTURES:
@@ -166,6 +190,9 @@ class ExperimentConfig:
             bad(f"margin_param must be one of {MARGIN_PARAMS}, got {self.margin_param!r}")
         if self.center_constraint not in CENTER_CONSTRAINTS:
             bad(f"center_constraint must be one of {CENTER_CONSTRAINTS}, got {self.center_constraint!r}")
+        if not (self.max_runs is None or self.max_runs == "auto" or (isinstance(self.max_runs, int)
+                                                                   and self.max_runs >= 1)):
+            bad(f"max_runs must be 'auto', None or an integer >= 1, got {self.max_runs!r}; e.g. --max_runs=64")
         if self.strategy not in STRATEGIES:
             bad(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.epoch_mode not in EPOCH_MODES:

@@ -18,6 +18,8 @@ import itertools
 import json
 import math
 import numbers
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,11 @@ from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from imdad_jax.models import build_encoder
+from imdad_jax.models import ARCHITECTURES, build_encoder
 from imdad_jax.objectives import REGISTRY, get_objective
 from imdad_jax.train import RunData, fit
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a Python float: comparing with it never casts
 
 
 class DeepDetector(BaseEstimator):
@@ -89,7 +93,7 @@ class DeepDetector(BaseEstimator):
             if not np.isfinite(x).all():
                 raise ValueError("X holds NaN or inf; fill or drop those samples first")
             # float64 pixels past float32's range would turn into inf in the cast to float32
-            if x.size and x.dtype.kind == "f" and np.abs(x).max() > np.finfo(np.float32).max:
+            if x.size and x.dtype.kind == "f" and np.abs(x).max() > FLOAT32_MAX:
                 raise ValueError(f"X holds values up to {np.abs(x).max():.3g}, beyond float32's range; scale the "
                                  "images (e.g. to [0, 1]) first")
         if not fitting and x.shape[1:] != tuple(self.input_shape_):
@@ -114,14 +118,33 @@ class DeepDetector(BaseEstimator):
         enc = build_encoder(arch, conv_features=self.conv_features, dense_features=self.dense_features)
         return obj.make_model(enc, tuple(input_shape), opts)
 
+    def _check_arch(self, x: np.ndarray) -> None:
+        # A table through a conv net, or images smaller than the conv blocks' pooling allows, would fail only
+        # inside Flax (a division by zero when it sizes the first dense layer).
+        arch = self.arch if self.arch != "auto" else ("cnn2" if self._is_image(x) else "fc3")
+        if arch not in ("cnn2", "cnn3"):
+            if arch not in ARCHITECTURES:
+                raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES} or 'auto'")
+            return
+        if not self._is_image(x):
+            raise ValueError(f"arch={arch!r} takes images (n, H, W) or (n, H, W, C); X is a table {x.shape}: use "
+                             "arch='fc3' or 'auto'")
+        blocks = len(self.conv_features or ((16, 32) if arch == "cnn2" else (32, 64, 128)))  # build_encoder's
+        side = 2 ** blocks
+        if min(x.shape[1:3]) < side:
+            raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are too small for {arch}'s {blocks} 2x2 pooling "
+                             f"steps: H and W must be >= {side}; use arch='fc3' (pixels as features) or fewer "
+                             "conv_features")
+
     def _check_settings(self) -> None:
         # Out of range, these would otherwise fail deep inside JAX (a zero layer width, a fractional batch size)
         # or train quietly on something else (batch_size=0 read as the default, a negative or NaN lr).
         def whole(v: Any) -> bool:
             return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
-        def real(v: Any) -> bool:
-            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        def real(v: Any) -> bool:  # finite as the float32 the engine trains with, not only as a Python float
+            return (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                    and abs(v) <= FLOAT32_MAX)
 
         if not whole(self.epochs) or self.epochs < 1:
             raise ValueError(f"epochs must be a whole number >= 1, got {self.epochs!r}")
@@ -149,15 +172,24 @@ class DeepDetector(BaseEstimator):
         unknown = set(extra) - set(obj.HYPERPARAMS)
         if unknown:
             raise ValueError(f"{self.method} has no hyperparameters {sorted(unknown)}; its own: {obj.HYPERPARAMS}")
+        for k, v in extra.items():
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                raise ValueError(f"{k} must be a number, got {v!r}")
         hp = {"lr": self.lr, "weight_decay": self.weight_decay, **{k: obj.DEFAULT_HP[k] for k in obj.HYPERPARAMS},
               **extra}
-        out = {k: np.full(1, v, np.float32) for k, v in hp.items()}
+        with np.errstate(over="ignore"):  # a value past float32's range becomes inf, which validate_hp refuses
+            out = {k: np.full(1, v, np.float32) for k, v in hp.items()}
         obj.validate_hp(out)
         return out
 
     # ---- the estimator API -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "DeepDetector":
-        """Train on ``X``; ``y`` (0/1, optional) marks labelled anomalies with 1."""
+        """Train on ``X``; ``y`` (0/1, optional) marks labelled anomalies with 1.
+
+        0 marks a normal or an unlabelled sample (PyOD's semi-supervised convention): every method treats the
+        0 rows as the (mostly) normal data it describes; the methods that use labelled anomalies (imdad, deep_sad,
+        dad, mdad, ...) need at least one 1, the one-class ones (deep_svdd, ...) ignore the 1 rows.
+        """
         obj, opts = self._objective()
         _, xt, data, batch = self._prepare_fit(X, y)
         keys = np.asarray(jax.random.PRNGKey(self.random_state))[None]
@@ -236,8 +268,10 @@ class DeepDetector(BaseEstimator):
         if not self._is_image(x):
             scaler = StandardScaler().fit(x[normals])  # the training normals only, as in the paper's protocol
             self.scaler_mean_, self.scaler_scale_ = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
+        self._check_arch(x)
         self.input_shape_ = tuple(x.shape[1:])
-        xt = self._transform(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported just below, as one error
+            xt = self._transform(x)
         if not np.isfinite(xt).all():
             # finite float32 features can still overflow once centred on the normals' mean
             raise ValueError("X overflows float32 once standardised on the normal samples (a value far outside "
@@ -302,13 +336,17 @@ class DeepDetector(BaseEstimator):
         if not (path / "detector.json").is_file() or not (path / "params.npz").is_file():
             raise FileNotFoundError(f"{path} holds no saved detector (detector.json and params.npz); "
                                     "write one with det.save(path)")
-        meta = json.loads((path / "detector.json").read_text())
-        params = dict(meta["params"])
-        for k in ("dense_features", "conv_features"):
-            if params.get(k) is not None:
-                params[k] = tuple(params[k])
-        det = cls(**params)
-        det.input_shape_ = tuple(meta["input_shape"])
+        try:
+            meta = json.loads((path / "detector.json").read_text())
+            params, input_shape = dict(meta["params"]), tuple(meta["input_shape"])
+            for k in ("dense_features", "conv_features"):
+                if params.get(k) is not None:
+                    params[k] = tuple(params[k])
+            det = cls(**params)  # TypeError: a parameter this version does not know
+        except (ValueError, KeyError, TypeError) as e:  # a cut file is a JSONDecodeError, a ValueError
+            raise ValueError(f"{path}/detector.json is damaged or was not written by save ({type(e).__name__}: "
+                             f"{e}); save the detector again") from None
+        det.input_shape_ = input_shape
         if len(det.input_shape_) == 1:
             det.n_features_in_ = int(det.input_shape_[0])
         if meta.get("feature_names_in"):
@@ -322,12 +360,24 @@ class DeepDetector(BaseEstimator):
         init = getattr(model, "initialize", None)
         template = (model.init(jax.random.PRNGKey(0), sample, method=init) if init else
                     model.init(jax.random.PRNGKey(0), sample), obj.init_obj_state(opts))
-        with np.load(path / "params.npz") as z:
-            leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+        try:
+            with np.load(path / "params.npz") as z:
+                leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+        # what numpy's zip reader raises for a cut or damaged archive, or a lone array in its place (TypeError)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, NotImplementedError, RuntimeError,
+                zipfile.BadZipFile, zlib.error) as e:
+            raise ValueError(f"{path}/params.npz is corrupt or truncated ({type(e).__name__}: {e}); save the "
+                             "detector again") from None
         treedef = jax.tree.structure(template)
         if treedef.num_leaves != len(leaves):
             raise ValueError(f"{path}/params.npz holds {len(leaves)} arrays, the model needs {treedef.num_leaves}: "
                              "it was saved by a different version or method")
+        # arrays of the right count but other shapes (params.npz of another detector) fail only inside JAX later
+        bad = [i for i, (t, a) in enumerate(zip(jax.tree.leaves(template), leaves)) if np.shape(t) != a.shape]
+        if bad:
+            raise ValueError(f"{path}/params.npz: array {bad[0]} has shape {leaves[bad[0]].shape}, the model in "
+                             f"detector.json needs {np.shape(jax.tree.leaves(template)[bad[0]])}; params.npz and "
+                             "detector.json come from different detectors, save it again")
         det.params_, det.obj_state_ = jax.tree.unflatten(treedef, leaves)
         det.diverged_ = False
         det._set_geometry()

@@ -19,7 +19,7 @@ from imdad_jax.evaluate import apply_runs, nu_property, summarize_runs
 from imdad_jax.io.checkpoints import CheckpointSettings
 from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
-from imdad_jax.train import fit
+from imdad_jax.train.chunks import fit_in_chunks
 from imdad_jax.train.engine import FitResult, RunData
 from imdad_jax.tuning import choose, grid_hyperparams, grid_points, holdout, tile_runs, validation_auc
 
@@ -117,11 +117,16 @@ def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int
     fingerprint = {"config": cfg.to_dict(), "n_runs": data.n_runs, "n_train": len(data.x),
                    "hp": {k: np.asarray(v).tolist() for k, v in hp.items()}}
 
+    # "auto" measures memory on accelerators only: a CPU host's memory is rarely what limits a sweep
+    max_runs = None if cfg.max_runs == "auto" and jax.default_backend() == "cpu" else cfg.max_runs
+
     def run_fit(name: str, *args, **kw) -> FitResult:
-        if checkpoints is None:
-            return fit(*args, should_stop=should_stop, **kw)
-        with checkpoints.phase(name, fingerprint) as ck:
-            return fit(*args, checkpoint=ck, resume=checkpoints.resume, should_stop=should_stop, **kw)
+        ck_for = None
+        if checkpoints is not None:
+            def ck_for(i: int, n: int):  # each chunk of the run axis checkpoints apart
+                return checkpoints.phase(name if n == 1 else f"{name}_chunk{i}of{n}", fingerprint)
+        return fit_in_chunks(*args, max_runs=max_runs, checkpoint_for=ck_for, should_stop=should_stop,
+                             resume=bool(checkpoints and checkpoints.resume), **kw)
 
     warm = None
     if cfg.pretrain_epochs > 0 and cfg.method != "autoencoder":
@@ -225,7 +230,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
               "total_s": time.perf_counter() - t0, "epoch_s_median": float(np.median(res.epoch_s)),
               "steps_per_epoch": res.plan.steps, "strategy": strategy, "epoch_mode": res.epoch_mode,
               "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-              "resumed_from_epoch": res.start_epoch}
+              "resumed_from_epoch": res.start_epoch, "programs": res.n_chunks}
     if tuning:
         timing["tune_s"] = tuning["seconds"]
     history = {k: v.tolist() for k, v in res.history.items()}

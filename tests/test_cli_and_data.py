@@ -176,3 +176,20 @@ def test_cli_tune_chooses_on_validation_and_says_so(tmp_path):
     md = (tmp_path / "tu.md").read_text()
     assert "tuned per run on a validation split" in md and "batch share 0.5" in md
     assert cli.main(["--dataset=spiral", "--class=1", "--tune=epochs=1,2"]) == 2
+
+
+def test_errors_that_surface_inside_a_run_are_one_line_and_exit_2(tmp_path, capsys):
+    # settings that only fail once the runs are built: folds larger than a class, a tuning split without
+    # anomalies, a resume under other settings; each one error line, exit 2, earlier results kept
+    base = ["--dataset=moons", "--class=0", "--preset=tiny", "--epochs=1", "--no_progress", "--estimate=no",
+            f"--out_dir={tmp_path}"]
+    assert cli.main([*base, "--n_folds=1000"]) == 2
+    assert "n_folds" in capsys.readouterr().err
+    assert cli.main([*base, "--n_folds=2", "--tune=lr=1e-3,1e-2", "--anomaly_fraction=0.001"]) == 2
+    assert "fewer than 2 labelled anomalies" in capsys.readouterr().err
+    assert cli.main([*base, "--n_folds=2", "--checkpoint_every=1"]) == 0
+    (tmp_path / "checkpoints" / "moons_imdad_tiny_e1" / "COMPLETE").unlink()  # as if it had been interrupted
+    capsys.readouterr()
+    assert cli.main([*base, "--n_folds=2", "--checkpoint_every=1", "--resume", "--lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "config.lr: saved 0.0001, now 0.5" in err and err.count("\n") == 1

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from imdad_jax.data.idx import read_idx
+from imdad_jax.data.idx import DataFileError, read_idx
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -85,7 +85,8 @@ def _load_dir(directory: Path, label: str) -> ImageDataset:
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or len(x) != len(y):
-            raise ValueError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match")
+            raise DataFileError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match; a file is "
+                                "damaged or from another dataset, fetch the four files again")
     return ImageDataset(arrays["x_train"][..., None], arrays["y_train"].astype(np.int64), arrays["x_test"][..., None],
                         arrays["y_test"].astype(np.int64), CLASS_NAMES, f"{label}: {directory}")
 

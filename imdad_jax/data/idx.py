@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with _open(path) as f:
             raw = f.read()
-    except (OSError, EOFError) as e:  # gzip raises these for a truncated or non-gzip file
+    # gzip raises OSError / EOFError for a cut or non-gzip file, zlib.error for damage inside the compressed data
+    except (OSError, EOFError, zlib.error) as e:
         raise DataFileError(f"{path}: cannot read ({e}); the file is corrupt or truncated, fetch it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise DataFileError(f"{path}: not an IDX file (bad magic number); expected e.g. train-images-idx3-ubyte.gz")
@@ -36,7 +39,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataFileError(f"{path}: truncated IDX header; fetch the file again")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_DTYPES[raw[2]])
-    need = int(np.prod(shape)) * dtype.itemsize
+    need = math.prod(shape) * dtype.itemsize  # exact: np.prod wraps around for a damaged header's huge sizes
     if len(raw) - header != need:
         raise DataFileError(f"{path}: IDX header says shape {shape} ({need} bytes of data) but the file holds "
                             f"{len(raw) - header}; the file is truncated or corrupt, fetch it again")
@@ -46,7 +49,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` (uint8 or int8) as an IDX file, gzipped when ``path`` ends in ``.gz``."""
     path = Path(path)
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)  # not ascontiguousarray, which turns a 0-d array into shape (1,); tobytes is C order
     code = _CODES.get(array.dtype)
     if code is None:
         raise ValueError(f"write_idx supports uint8 and int8 arrays, got {array.dtype}")

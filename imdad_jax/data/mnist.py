@@ -88,7 +88,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except DataFileError:
         raise
     # A cut or damaged zip surfaces as any of these, either on opening or on reading one member.
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+    # (NotImplementedError: a damaged header naming an unknown compression method; RuntimeError: a flipped
+    # "encrypted" flag.)
+    except (OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError, zipfile.BadZipFile,
+            zlib.error) as e:
         raise DataFileError(f"{path}: cannot read ({type(e).__name__}: {e}); the file is corrupt or truncated, "
                             "rebuild or copy it again") from None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -70,7 +71,18 @@ def _read_csv(filename: str) -> tuple[list[str], list[list[str]]]:
     except FileNotFoundError as e:
         raise DataFileError(f"{filename} is missing from the installed package (imdad_jax/data/files); "
                             "reinstall imdad-jax (pip install -e .)") from e
-    rows = list(csv.reader(io.StringIO(gzip.decompress(raw).decode("utf-8"), newline="")))
+    try:
+        rows = list(csv.reader(io.StringIO(gzip.decompress(raw).decode("utf-8"), newline="")))
+    # a cut or damaged copy: gzip's own errors, zlib's for damage inside the compressed data, or bad text
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
+        raise DataFileError(f"{filename} in the installed package is corrupt or truncated ({type(e).__name__}: {e}); "
+                            "reinstall imdad-jax (pip install -e .)") from None
+    if not rows:
+        raise DataFileError(f"{filename} in the installed package is empty; reinstall imdad-jax (pip install -e .)")
+    ragged = [i + 2 for i, r in enumerate(rows[1:]) if len(r) != len(rows[0])]
+    if ragged:
+        raise DataFileError(f"{filename}: line {ragged[0]} has a different number of fields than the header "
+                            f"({len(ragged)} such line(s)); the file is cut or damaged, reinstall imdad-jax")
     return rows[0], rows[1:]
 
 

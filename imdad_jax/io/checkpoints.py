@@ -52,6 +52,16 @@ def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys, so a mismatch names the setting rather than the whole config."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 class RunCheckpointer:
     """Save and restore one training phase of R stacked runs.
 
@@ -130,11 +140,13 @@ class RunCheckpointer:
             return None
         stored = self.stored_fingerprint()
         if stored != self.fingerprint:
-            diff = sorted(k for k in set(stored) | set(self.fingerprint) if stored.get(k) != self.fingerprint.get(k))
+            was, now = _flat(stored), _flat(self.fingerprint)
+            diff = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
             raise CheckpointMismatchError(
-                f"the checkpoints in {self.directory} were made with different settings ({', '.join(diff)} differ: "
-                + "; ".join(f"{k}: saved {stored.get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diff[:3])
-                + "); resume with the original settings, or start afresh without --resume")
+                f"the checkpoints in {self.directory} were made with different settings ("
+                + "; ".join(f"{k}: saved {was.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
+                + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+                + "); resume with the original settings, or start afresh (--restart)")
         a = self._ocp.args
         abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), _host(template))
         got = self._manager.restore(step, args=a.Composite(state=a.StandardRestore(abstract),

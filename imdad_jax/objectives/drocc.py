@@ -88,5 +88,5 @@ def validate_hp(hp: Mapping) -> None:
     import numpy as np
 
     g = np.asarray(hp["drocc_gamma"], float)
-    if not np.all(g >= 1):
-        raise ValueError(f"drocc_gamma must be >= 1 (the shell is r <= ||h|| <= gamma r), got {g.tolist()}")
+    if not np.all((g >= 1) & np.isfinite(g)):
+        raise ValueError(f"drocc_gamma must be >= 1 and finite (the shell is r <= ||h|| <= gamma r), got {g.tolist()}")

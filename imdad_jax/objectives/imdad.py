@@ -140,5 +140,5 @@ def validate_hp(hp: Mapping[str, Any]) -> None:
         if not np.all((v > 0) & (v <= 1)):
             raise ValueError(f"{name} must lie in (0, 1], got {v.tolist()}; pass e.g. --{name}=0.1")
     v = np.asarray(hp["dual_lr"], dtype=float)
-    if not np.all(v > 0):
-        raise ValueError(f"dual_lr must be > 0, got {v.tolist()}; pass e.g. --dual_lr=0.1")
+    if not np.all((v > 0) & np.isfinite(v)):  # an infinite step passes "> 0" and only shows as divergence
+        raise ValueError(f"dual_lr must be > 0 and finite, got {v.tolist()}; pass e.g. --dual_lr=0.1")

@@ -90,6 +90,8 @@ class FitResult:
     # {completed epochs: (params, obj_state) stacked over runs, on the host}; 0 = before the first step
     snapshots: dict[int, Any] = field(default_factory=dict)
     start_epoch: int = 0  # > 0 when the run resumed from a checkpoint of that many completed epochs
+    n_chunks: int = 1  # programs the run axis was split into (train.chunks.fit_in_chunks)
+    memory: Any = None  # train.chunks.MemoryEstimate when the chunking was decided by memory
 
 
 class TrainingInterrupted(Exception):
@@ -134,7 +136,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         warm_start: dict[str, Any] | None = None, snapshot_epochs: Sequence[int] = (),
         callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None,
         checkpoint: Checkpointer | None = None, resume: bool = False,
-        should_stop: Callable[[], bool] | None = None) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, plan_sizes: tuple[int, int] | None = None) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
     ``hp``: per-run arrays (R,) for the optimizer (lr, weight_decay) and the objective.
@@ -159,6 +161,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     Snapshots and callbacks cover the epochs trained in this call only.
     ``should_stop()`` is asked after every epoch (a signal handler's flag): when true, a checkpoint is
     written and ``TrainingInterrupted`` raised.
+    ``plan_sizes``: (normals, labelled anomalies) the batch plan is made for (default: this data's largest
+    run); a chunk of a larger sweep passes the whole sweep's, so each run draws the batches it would draw there.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -170,8 +174,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         bad = np.flatnonzero(data.m_valid < 1).tolist()
         raise ValueError(f"runs {bad} have no labelled anomalies, which {objective.__name__.split('.')[-1]} needs; "
                          "raise the anomaly fraction or pick a method trained on normals only (e.g. deep_svdd)")
-    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size,
-                        anomaly_share)
+    n_max, m_max = plan_sizes or (int(data.n_valid.max()), int(data.m_valid.max()))
+    plan = plan_batches(n_max, m_max if uses_anomalies else 0, batch_size, anomaly_share)
     full_steps = plan.steps
     if steps_per_epoch is not None:
         plan = plan._replace(steps=max(1, min(plan.steps, int(steps_per_epoch))))

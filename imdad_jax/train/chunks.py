@@ -1,0 +1,159 @@
+"""Sweeps larger than device memory: measure what one run costs, split the run axis into chunks that fit.
+
+A run's numbers do not depend on the runs beside it (its key, data, hyperparameters and the sweep's batch plan
+fix them), so training R runs as chunks of C gives every run the numbers it has in one program of R. The cost
+of a run comes from XLA's own memory analysis of the compiled vmapped training step at R = 1 and R = 2 (the
+step holds the state, its gradients and the batch's activations), nothing is guessed; the budget is the
+device's memory limit (``memory_stats()["bytes_limit"]`` on a GPU/TPU, half the physical memory on a CPU).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any, Callable, ContextManager
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imdad_jax.train.engine import FitResult, RunData, _zeros_acc, fit
+from imdad_jax.train.step import begin_epoch, init_run, make_train_step, plan_batches
+
+# Share of the device's memory a sweep may plan for: XLA needs room for its own buffers and fragmentation.
+MEMORY_FRACTION = 0.8
+
+
+class ResourceError(RuntimeError):
+    """Not even one run fits in the device's memory; the message gives both sizes and what to change."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one training step: ``fixed`` (the shared data, compiled buffers) + ``per_run`` x runs."""
+
+    fixed: int
+    per_run: int
+
+    def runs_that_fit(self, budget: int) -> int:
+        """How many runs one program of this step can hold within ``budget`` bytes."""
+        return max(0, (budget - self.fixed) // max(self.per_run, 1))
+
+
+def device_memory_budget(device: Any = None) -> int:
+    """Bytes a sweep may plan for on ``device`` (default: the first): its limit times ``MEMORY_FRACTION``."""
+    device = device or jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        total = int(stats["bytes_limit"])
+    else:  # XLA:CPU reports no limit: the host's physical memory, of which the process may take half
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    return int(total * MEMORY_FRACTION)
+
+
+def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
+                    *, batch_size: int, anomaly_share: float | None = None) -> MemoryEstimate:
+    """XLA's memory analysis of the vmapped training step compiled for 1 and 2 runs (nothing is run)."""
+    uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
+    plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size,
+                        anomaly_share)
+    step = make_train_step(model, objective, opts, (), 0.1, plan.labels, plan.steps)
+    init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=(), gamma=0.1)
+    sample_x = jnp.asarray(data.x[:1])
+    hp1 = {k: jnp.asarray(np.asarray(v, np.float32)[0]) for k, v in hp.items()}
+    one = jax.eval_shape(lambda k: init(k, hp1, sample_x, None), jax.random.PRNGKey(0))
+    pools = (data.normal_pool[0], data.n_valid[0], data.anomaly_pool[0], data.m_valid[0])
+    _, idx = jax.eval_shape(lambda st, *p: begin_epoch(st, *p, plan=plan), one,
+                            *(jnp.asarray(np.asarray(p).astype(np.int32)) for p in pools))
+    x_all = jax.ShapeDtypeStruct(data.x.shape, jnp.float32)
+    acc = jax.eval_shape(lambda: _zeros_acc(objective, model, opts, one, x_all, plan.labels))
+    vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
+
+    def total(r: int) -> int:
+        stack = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct((r,) + a.shape, a.dtype), t)  # noqa: E731
+        m = vstep.lower(stack(one), stack(acc), x_all,
+                        jax.ShapeDtypeStruct((r,) + idx.shape[1:], idx.dtype)).compile().memory_analysis()
+        if m is None:  # a backend without the analysis: count the arguments (state + data) alone
+            return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves((stack(one), x_all)))
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+
+    t1, t2 = total(1), total(2)
+    per_run = max(t2 - t1, 1)
+    return MemoryEstimate(fixed=max(t1 - per_run, 0), per_run=per_run)
+
+
+def plan_chunks(n_runs: int, max_runs: int | None, estimate: MemoryEstimate | None = None,
+                budget: int | None = None) -> list[range]:
+    """Consecutive run ranges of at most ``max_runs`` runs and at most what fits in ``budget`` bytes."""
+    cap = n_runs if max_runs is None else int(max_runs)
+    if cap < 1:
+        raise ValueError(f"max_runs must be >= 1, got {max_runs}")
+    if estimate is not None and budget is not None:
+        fits = estimate.runs_that_fit(budget)
+        if fits < 1:
+            raise ResourceError(
+                f"one run needs about {(estimate.fixed + estimate.per_run) / 2**20:.0f} MiB of device memory but "
+                f"{budget / 2**20:.0f} MiB are available: use a smaller batch_size or model")
+        cap = min(cap, fits)
+    return [range(i, min(i + cap, n_runs)) for i in range(0, n_runs, cap)]
+
+
+def _take(tree: Any, rows: range) -> Any:
+    return jax.tree.map(lambda a: np.asarray(a)[rows.start:rows.stop], tree)
+
+
+def _concat(results: list[FitResult]) -> FitResult:
+    if len(results) == 1:
+        return results[0]
+    cat = lambda axis: (lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=axis))  # noqa: E731
+    first = results[0]
+    state = jax.tree.map(cat(0), *[r.state for r in results])
+    history = {k: np.concatenate([r.history[k] for r in results], axis=1) for k in first.history}
+    snapshots = {e: jax.tree.map(cat(0), *[r.snapshots[e] for r in results]) for e in first.snapshots}
+    n_ep = min(len(r.epoch_s) for r in results)
+    return replace(first, state=state, history=history, diverged=np.concatenate([r.diverged for r in results]),
+                   compile_s=sum(r.compile_s for r in results), train_s=sum(r.train_s for r in results),
+                   epoch_s=[sum(r.epoch_s[e] for r in results) for e in range(n_ep)], snapshots=snapshots,
+                   start_epoch=min(r.start_epoch for r in results), n_chunks=len(results))
+
+
+def fit_in_chunks(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
+                  keys: np.ndarray, *, max_runs: int | str | None = "auto", budget: int | None = None,
+                  checkpoint_for: Callable[[int, int], ContextManager | None] | None = None,
+                  **fit_kw: Any) -> FitResult:
+    """``fit`` over the run axis in chunks; the same numbers per run as one ``fit`` of all runs.
+
+    ``max_runs``: an int caps the runs per program; ``"auto"`` lets the device's memory decide
+    (``estimate_memory`` against ``budget``, default ``device_memory_budget()``); None: one program.
+    ``checkpoint_for(i, n)``: a context manager giving chunk i's checkpointer (or None), so each chunk of
+    an interrupted sweep resumes from its own checkpoints. Other keywords go to ``fit``.
+    """
+    n = data.n_runs
+    estimate = None
+    if max_runs == "auto":
+        estimate = estimate_memory(model, objective, opts, data, hp, batch_size=fit_kw["batch_size"],
+                                   anomaly_share=fit_kw.get("anomaly_share"))
+        budget = device_memory_budget() if budget is None else budget
+        max_runs = None
+    chunks = plan_chunks(n, max_runs, estimate, budget)
+    uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
+    sizes = (int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0)
+    warm = fit_kw.pop("warm_start", None)
+    results = []
+    for i, rows in enumerate(chunks):
+        part = RunData(data.x, *(_take(a, rows) for a in (data.normal_pool, data.n_valid, data.anomaly_pool,
+                                                            data.m_valid)))
+        kw = dict(fit_kw, warm_start=_take(warm, rows) if warm is not None else None, plan_sizes=sizes)
+        ctx = checkpoint_for(i, len(chunks)) if checkpoint_for else None
+        if ctx is None:
+            results.append(fit(model, objective, opts, part, _take(hp, rows), _take(keys, rows), **kw))
+        else:
+            with ctx as ck:
+                results.append(fit(model, objective, opts, part, _take(hp, rows), _take(keys, rows), checkpoint=ck,
+                                   **kw))
+    out = _concat(results)
+    if estimate is not None:
+        out = replace(out, memory=estimate)
+    return out
