@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                   "'lr=1e-3,1e-4;nu1=0.05,0.1' (every combination trains as one program)")
     p.add_argument("--val_fraction", type=float, help="share of each run's training normals and labelled anomalies "
                                                       "held out for --tune (default 0.25)")
+    p.add_argument("--preprocess", help="images: unit (default: pixels in [0, 1]), standardize, gcn_minmax or zca, "
+                                        "fit on each run's training normals only (docs/data.md)")
     p.add_argument("--conv_features", type=_ints)
     p.add_argument("--dense_features", type=_ints)
     p.add_argument("--margin_param", help="softplus (default) or raw")
@@ -128,7 +130,7 @@ def config_from_args(a: argparse.Namespace, method: str = "imdad"):
                                        "anomaly_share", "conv_features", "dense_features", "margin_param",
                                        "center_constraint",
                                        "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
-                                       "shallow_max_train", "shallow_pca_dims", "n_folds", *OBJECTIVE_HP)
+                                       "shallow_max_train", "shallow_pca_dims", "n_folds", "preprocess", *OBJECTIVE_HP)
             if getattr(a, k) is not None}
     if a.tune:
         from imdad_jax.tuning import parse_grid
@@ -249,7 +251,8 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
 
 def results_stem(a: argparse.Namespace, cfg) -> str:
     """The results files' stem (and the checkpoint folder's name) of one method's run."""
-    stem = a.name or f"{cfg.dataset}_{cfg.method}_{cfg.preset}_e{cfg.epochs}"
+    pre = "" if cfg.preprocess == "unit" else f"_{cfg.preprocess}"
+    stem = a.name or f"{cfg.dataset}_{cfg.method}{pre}_{cfg.preset}_e{cfg.epochs}"
     if a.name and a.method != cfg.method:
         stem = f"{a.name}_{cfg.method}"
     return stem

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from imdad_jax.data.preprocess import PREPROCESSING
 from imdad_jax.models import ARCHITECTURES, MARGIN_PARAMS
 from imdad_jax.objectives import REGISTRY
 from imdad_jax.objectives.imdad import CENTER_CONSTRAINTS
@@ -59,6 +60,9 @@ class ExperimentConfig:
     # paper's stratified batches); 0.5 = balanced batches (DeepOD's weighted sampler for Deep SAD)
     anomaly_share: float | None = None
     n_folds: int = 5  # tabular and synthetic data (stratified k-fold CV)
+    # images: input preprocessing on top of [0, 1] pixels, fit on each run's training normals
+    # (imdad_jax.data.preprocess: unit, standardize, gcn_minmax, zca); tabular data is always standardised
+    preprocess: str = "unit"
     # model (paper Table I names only "CNN2+FC3"; the widths are ours)
     arch: str = "cnn2"
     conv_features: tuple[int, ...] = (16, 32)
@@ -129,6 +133,11 @@ class ExperimentConfig:
             bad(f"unknown dataset {self.dataset!r}; choose one of {DATASETS} (--dataset=fmnist)")
         if not self.classes:
             bad("no normal class given; pass --class=K or --all_classes")
+        if self.preprocess not in PREPROCESSING:
+            bad(f"unknown preprocess {self.preprocess!r}; choose one of {', '.join(PREPROCESSING)} (--preprocess=unit)")
+        if self.preprocess != "unit" and self.dataset in TABULAR_DATASETS:
+            bad(f"--preprocess={self.preprocess} is for image datasets; {self.dataset} is standardised on each run's "
+                "training normals by its protocol: leave --preprocess at unit")
         if len(set(self.classes)) != len(self.classes):
             bad(f"classes must be distinct, got {self.classes}; name each normal class once")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from imdad_jax.config import OBJECTIVE_HP, SHALLOW_METHODS, ExperimentConfig
 from imdad_jax.data.fashion_mnist import ImageDataset
 from imdad_jax.data.folds import cv_runs, test_labels
-from imdad_jax.data.protocol import one_vs_rest_runs, preprocess_images
+from imdad_jax.data.protocol import one_vs_rest_runs, per_run_preprocess, preprocess_images
 from imdad_jax.data.tabular import TabularDataset
 from imdad_jax.evaluate import apply_runs, nu_property, summarize_runs
 from imdad_jax.io.checkpoints import CheckpointSettings
@@ -30,7 +30,9 @@ Dataset = Union[ImageDataset, TabularDataset]
 class Split:
     """Every run's training data and test set, whatever the protocol.
 
-    Images: the standard split, every run scores the whole ``x_test`` (``test_idx`` None).
+    Images: the standard split, every run scores the whole ``x_test`` (``test_idx`` None). With a
+    preprocessing other than ``unit`` (fit on each run's training normals) every run has its own copy of
+    its training rows in ``data.x`` and of the test set in ``x_test``, in the tabular layout below.
     Tabular / synthetic: k-fold CV, every run has its own scaled copy in ``data.x`` and scores its
     own test fold, ``x_test[test_idx[r, :test_valid[r]]]``.
     """
@@ -58,7 +60,11 @@ def make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
     x_train = preprocess_images(dataset.x_train)
     ids, data, keys = one_vs_rest_runs(x_train, dataset.y_train, cfg.classes, cfg.seeds, cfg.anomaly_fraction)
     labels = [dataset.y_test != rid["normal_class"] for rid in ids]
-    return Split(ids, data, keys, preprocess_images(dataset.x_test), None, None, labels)
+    x_test = preprocess_images(dataset.x_test)
+    if cfg.preprocess == "unit":  # nothing fit per run: one shared copy of each set, as always
+        return Split(ids, data, keys, x_test, None, None, labels)
+    data, x_test, test_idx, test_valid = per_run_preprocess(cfg.preprocess, data, x_test)
+    return Split(ids, data, keys, x_test, test_idx, test_valid, labels)
 
 
 def _auc(scores: np.ndarray, split: Split) -> np.ndarray:

@@ -68,6 +68,25 @@ def test_run_alone_equals_run_among_others():
     _close(alone.state.params, jax.tree.map(lambda a: a[2:3], among.state.params))
 
 
+def test_run_3_alone_equals_run_3_among_16_and_seeds_change_the_training():
+    x, y = _multiclass()
+    ids, data, keys = one_vs_rest_runs(x, y, (0, 1, 2, 3), (0, 1, 2, 3), anomaly_fraction=0.5)
+    assert len(ids) == 16
+    rid = ids[3]
+    kw = dict(epochs=2, batch_size=16, milestones=(1,), strategy="vmap", epoch_mode="steps", devices=jax.devices()[:1])
+    model = build_detector("fc3", dense_features=(16, 8))
+    among = fit(model, OBJ, OBJ.Options(), data, _hp(16), keys, **kw)
+    ids1, data1, keys1 = one_vs_rest_runs(x, y, (rid["normal_class"],), (rid["seed"],), anomaly_fraction=0.5)
+    alone = fit(model, OBJ, OBJ.Options(), data1, _hp(1), keys1, **kw)
+    # vmapped over 16 or over 1, XLA may order a reduction differently: equal up to float rounding
+    _close(alone.state.params, jax.tree.map(lambda a: a[3:4], among.state.params), atol=1e-6)
+    _close(alone.state.obj_state, jax.tree.map(lambda a: a[3:4], among.state.obj_state), atol=1e-6)
+    # the same class with another seed trains to other weights (another anomaly draw, init and batch order)
+    other = next(r for r, i in enumerate(ids) if i["normal_class"] == rid["normal_class"] and i["seed"] != rid["seed"])
+    w = np.asarray(among.state.params["params"]["head"]["w"])
+    assert not np.allclose(w[3], w[other], atol=1e-3)
+
+
 def test_same_seed_same_numbers_different_seed_different():
     a = _fit((0, 1))
     b = _fit((0, 1))

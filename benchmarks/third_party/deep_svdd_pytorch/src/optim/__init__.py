@@ -1,0 +1,2 @@
+from .deepSVDD_trainer import DeepSVDDTrainer
+from .ae_trainer import AETrainer
