@@ -63,6 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                         "fit on each run's training normals only (docs/data.md)")
     p.add_argument("--conv_features", type=_ints)
     p.add_argument("--dense_features", type=_ints)
+    p.add_argument("--layer_norm", action="store_true", default=None,
+                   help="bias-free LayerNorm in every conv block and hidden dense layer (docs/method.md)")
+    p.add_argument("--residual", action="store_true", default=None,
+                   help="residual connections around every conv block and hidden dense layer")
+    p.add_argument("--se_attention", action="store_true", default=None,
+                   help="squeeze-and-excitation channel attention after every conv block and hidden dense layer")
+    p.add_argument("--projection", type=int, help="a bias-free dense projection to this many features before the "
+                                                  "head (default 0: none)")
     p.add_argument("--margin_param", help="softplus (default) or raw")
     p.add_argument("--center_constraint", help="projection (default), multiplier or augmented")
     p.add_argument("--max_runs", help="runs per program: 'auto' (default: as many as fit in the accelerator's memory, "
@@ -128,7 +136,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
 def config_from_args(a: argparse.Namespace, method: str = "imdad"):
     over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "kappa", "anomaly_fraction",
                                        "anomaly_share", "conv_features", "dense_features", "margin_param",
-                                       "center_constraint",
+                                       "center_constraint", "layer_norm", "residual", "se_attention", "projection",
                                        "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
                                        "shallow_max_train", "shallow_pca_dims", "n_folds", "preprocess", *OBJECTIVE_HP)
             if getattr(a, k) is not None}

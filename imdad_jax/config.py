@@ -68,6 +68,11 @@ class ExperimentConfig:
     conv_features: tuple[int, ...] = (16, 32)
     dense_features: tuple[int, ...] = (128, 64, 32)
     use_bias: bool = False
+    # optional encoder blocks (issue 10; models.encoders), all bias-free and off by default (the paper's net)
+    layer_norm: bool = False
+    residual: bool = False
+    se_attention: bool = False
+    projection: int = 0  # features of a final bias-free dense projection; 0 = none
     # optimisation (paper: Adam, lr 1e-4, MultiStepLR, 200 epochs, batch 150 for images)
     epochs: int = 200
     batch_size: int = 150
@@ -208,6 +213,8 @@ class ExperimentConfig:
             bad(f"epoch_mode must be one of {EPOCH_MODES}, got {self.epoch_mode!r}")
         if any(c < 1 for c in (*self.conv_features, *self.dense_features)):
             bad("layer widths must be >= 1")
+        if self.projection < 0:
+            bad(f"projection must be >= 0 (0 = no projection layer), got {self.projection}; e.g. --projection=32")
         return self
 
 

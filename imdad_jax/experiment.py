@@ -87,7 +87,8 @@ def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...], method: str
     """The method's model around the config's encoder."""
     obj, opts = objective_options(cfg, method)
     enc = build_encoder(cfg.arch, conv_features=cfg.conv_features, dense_features=cfg.dense_features,
-                        use_bias=cfg.use_bias)
+                        use_bias=cfg.use_bias, layer_norm=cfg.layer_norm, residual=cfg.residual,
+                        se_attention=cfg.se_attention, projection=cfg.projection)
     return obj.make_model(enc, tuple(input_shape), opts)
 
 

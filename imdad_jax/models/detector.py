@@ -41,15 +41,21 @@ ARCHITECTURES = ("cnn2", "cnn3", "fc3")
 
 
 def build_encoder(arch: str, *, conv_features: Sequence[int] | None = None,
-                  dense_features: Sequence[int] | None = None, use_bias: bool = False) -> nn.Module:
-    """The encoder of a paper architecture (Table I): ``cnn2`` (28x28), ``cnn3`` (32x32x3), ``fc3`` (tabular)."""
+                  dense_features: Sequence[int] | None = None, use_bias: bool = False, layer_norm: bool = False,
+                  residual: bool = False, se_attention: bool = False, projection: int = 0) -> nn.Module:
+    """The encoder of a paper architecture (Table I): ``cnn2`` (28x28), ``cnn3`` (32x32x3), ``fc3`` (tabular).
+
+    ``layer_norm``, ``residual``, ``se_attention`` and ``projection`` are the optional blocks of issue 10
+    (``CNNEncoder``, ``MLPEncoder``); off by default, which is the paper's network.
+    """
+    opts = dict(use_bias=use_bias, layer_norm=layer_norm, residual=residual, se_attention=se_attention,
+                projection=projection)
     if arch == "cnn2":
-        return CNNEncoder(tuple(conv_features or (16, 32)), tuple(dense_features or (128, 64, 32)), use_bias=use_bias)
+        return CNNEncoder(tuple(conv_features or (16, 32)), tuple(dense_features or (128, 64, 32)), **opts)
     if arch == "cnn3":
-        return CNNEncoder(tuple(conv_features or (32, 64, 128)), tuple(dense_features or (128, 64, 32)),
-                          use_bias=use_bias)
+        return CNNEncoder(tuple(conv_features or (32, 64, 128)), tuple(dense_features or (128, 64, 32)), **opts)
     if arch == "fc3":
-        return MLPEncoder(tuple(dense_features or (64, 32, 16)), use_bias=use_bias)
+        return MLPEncoder(tuple(dense_features or (64, 32, 16)), **opts)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
 
 

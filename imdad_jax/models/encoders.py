@@ -3,6 +3,10 @@
 Both encoders are bias-free by default. A bias lets the network translate every
 representation onto the center and shrink the whole picture at no cost, which is
 one of the drifts the prototype measured (``docs/method.md``, "Scale control").
+
+The optional blocks (issue 10: LayerNorm, residual connections, squeeze-and-excitation, a final projection)
+are off by default, so the default encoders and their parameter trees are the paper's; every block they
+add is bias-free for the same reason (``docs/method.md``, "Encoder options").
 """
 from __future__ import annotations
 
@@ -18,19 +22,63 @@ def _act(x: jnp.ndarray) -> jnp.ndarray:
     return nn.leaky_relu(x, negative_slope=0.01)
 
 
+SE_RATIO = 4  # squeeze-and-excitation bottleneck: C -> max(1, C // 4) -> C, as in Hu et al. (2018)
+
+
+def _layer_norm(name: str, axes: tuple[int, ...] = (-1,)) -> nn.LayerNorm:
+    # No offset (beta): a learnable bias lets Deep SVDD map every input onto the center (Ruff et al. 2018,
+    # Prop. 2). The per-feature scale stays: it is multiplicative, like the bias-free layers around it.
+    return nn.LayerNorm(reduction_axes=axes, feature_axes=-1, use_bias=False, use_scale=True, name=name)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention (squeeze-and-excitation): gate each channel of ``x`` (N, ..., C) by a sigmoid of
+    a bias-free bottleneck MLP on the channel means over the spatial axes (none for a dense layer's (N, C))."""
+
+    ratio: int = SE_RATIO
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        ch = x.shape[-1]
+        s = x.mean(axis=tuple(range(1, x.ndim - 1))) if x.ndim > 2 else x
+        s = nn.relu(nn.Dense(max(1, ch // self.ratio), use_bias=False, name="reduce")(s))
+        s = nn.sigmoid(nn.Dense(ch, use_bias=False, name="expand")(s))
+        return x * s.reshape((x.shape[0],) + (1,) * (x.ndim - 2) + (ch,))
+
+
 class MLPEncoder(nn.Module):
-    """FC3: dense layers with leaky ReLU between them; the last layer is linear and gives z."""
+    """FC3: dense layers with leaky ReLU between them; the last layer is linear and gives z.
+
+    Options (all off by default; issue 10), applied to every hidden layer (not the last, linear one):
+    ``layer_norm`` (bias-free LayerNorm before the activation), ``se_attention`` (a squeeze-and-excitation
+    gate on its features), ``residual`` (its input added back, through a bias-free linear projection where
+    the widths differ); ``projection`` > 0 adds a bias-free dense layer to that many features after the last.
+    """
 
     features: Sequence[int] = (64, 32, 16)
     use_bias: bool = False
+    layer_norm: bool = False
+    residual: bool = False
+    se_attention: bool = False
+    projection: int = 0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.features):
-            x = nn.Dense(width, use_bias=self.use_bias, name=f"dense{i}")(x)
+            h = nn.Dense(width, use_bias=self.use_bias, name=f"dense{i}")(x)
             if i < len(self.features) - 1:
-                x = _act(x)
+                if self.layer_norm:
+                    h = _layer_norm(f"ln{i}")(h)
+                h = _act(h)
+                if self.se_attention:
+                    h = SqueezeExcite(name=f"se{i}")(h)
+                if self.residual:
+                    skip = x if x.shape[-1] == width else nn.Dense(width, use_bias=False, name=f"skip{i}")(x)
+                    h = h + skip
+            x = h
+        if self.projection:
+            x = nn.Dense(self.projection, use_bias=False, name="projection")(x)
         return x
 
 
@@ -38,12 +86,20 @@ class CNNEncoder(nn.Module):
     """CNN2+FC3 (or CNNn+FC3): ``n`` blocks of 5x5 conv, leaky ReLU and 2x2 max-pool, then FC3.
 
     Input is NHWC. The widths are ours (the paper gives none); ``docs/method.md`` says why.
+    Options (all off by default; issue 10): in each conv block, ``layer_norm`` (bias-free, before the
+    activation), ``se_attention`` (after it) and ``residual`` (the block's input added back before the
+    pooling, through a bias-free 1x1 conv where the channel count changes); the same options and
+    ``projection`` go to the FC3 part (``MLPEncoder``).
     """
 
     conv_features: Sequence[int] = (16, 32)
     dense_features: Sequence[int] = (128, 64, 32)
     kernel_size: int = 5
     use_bias: bool = False
+    layer_norm: bool = False
+    residual: bool = False
+    se_attention: bool = False
+    projection: int = 0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -51,9 +107,21 @@ class CNNEncoder(nn.Module):
             x = x[..., None]
         for i, ch in enumerate(self.conv_features):
             k = (self.kernel_size, self.kernel_size)
-            x = nn.Conv(ch, k, padding="SAME", use_bias=self.use_bias, name=f"conv{i}")(x)
+            h = nn.Conv(ch, k, padding="SAME", use_bias=self.use_bias, name=f"conv{i}")(x)
+            if self.layer_norm:
+                # Over the whole feature map (H, W, C), not per position over C: per-position statistics
+                # would lift a dim background patch to the loudness of a bright object, erasing the contrast
+                # an anomaly shows as; the scale is per channel, so its size does not depend on the image's.
+                h = _layer_norm(f"ln{i}", (-3, -2, -1))(h)
+            h = _act(h)
+            if self.se_attention:
+                h = SqueezeExcite(name=f"se{i}")(h)
+            if self.residual:
+                h = h + (x if x.shape[-1] == ch else
+                         nn.Conv(ch, (1, 1), use_bias=False, name=f"skip{i}")(x))
             # Grad-CAM hook (imdad_jax.interpret): a no-op unless a 'perturbations' collection is passed to
             # apply; skipped at init, which would otherwise store a batch-shaped collection beside the params.
-            x = _act(x) if self.is_initializing() else self.perturb(f"conv{i}_out", _act(x))
+            x = h if self.is_initializing() else self.perturb(f"conv{i}_out", h)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        return MLPEncoder(self.dense_features, self.use_bias, name="fc")(x)
+        return MLPEncoder(self.dense_features, self.use_bias, layer_norm=self.layer_norm, residual=self.residual,
+                          se_attention=self.se_attention, projection=self.projection, name="fc")(x)
