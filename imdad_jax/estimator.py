@@ -93,7 +93,7 @@ class DeepDetector(BaseEstimator):
             if not np.isfinite(x).all():
                 raise ValueError("X holds NaN or inf; fill or drop those samples first")
             # float64 pixels past float32's range would turn into inf in the cast to float32
-            if x.size and x.dtype.kind == "f" and np.abs(x).max() > FLOAT32_MAX:
+            if x.size and x.dtype.kind == "f" and float(np.abs(x).max()) > FLOAT32_MAX:
                 raise ValueError(f"X holds values up to {np.abs(x).max():.3g}, beyond float32's range; scale the "
                                  "images (e.g. to [0, 1]) first")
         if not fitting and x.shape[1:] != tuple(self.input_shape_):
