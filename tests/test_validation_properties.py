@@ -281,6 +281,25 @@ def _label_of(cell: str) -> int:
     return LABEL_WORDS[text] if text in LABEL_WORDS else int(float(text))
 
 
+def _read_or_refuse(path, features=None, label_column=None, **read_kw):
+    """Read ``path`` through the user CLI's readers: (table, feature names, X, y), or None after a ``CliError``
+    (which must carry a message). ``label_column`` may be a function of the table. The scratch folder goes
+    either way; hypothesis's ``event`` records which way it went."""
+    try:
+        table = read_table(path, **read_kw)
+        label = label_column(table) if callable(label_column) else label_column
+        names = choose_features(table, features, label)
+        got = table, names, feature_matrix(table, names), label_vector(table, label)
+    except CliError as e:
+        assert str(e)
+        event("refused")
+        return None
+    finally:
+        shutil.rmtree(path.parent)
+    event("accepted")
+    return got
+
+
 @PROPERTY
 @given(case=csv_files())
 def test_csv_cells_parse_to_the_numbers_written_or_give_one_cli_error(case):
@@ -291,18 +310,10 @@ def test_csv_cells_parse_to_the_numbers_written_or_give_one_cli_error(case):
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    try:
-        table = read_table(path)
-        names = choose_features(table, features, "label")
-        x = feature_matrix(table, names)
-        y = label_vector(table, "label")
-    except CliError as e:
-        assert str(e)
-        event("refused")
+    got = _read_or_refuse(path, features, "label")
+    if got is None:
         return
-    finally:
-        shutil.rmtree(path.parent)
-    event("accepted")
+    table, names, x, y = got
     # blank lines are skipped, as the reader documents
     data_rows = [r for r in rows if r and not (len(r) == 1 and not r[0].strip())]
     assert table.names == [h.strip() for h in header] and table.n_rows == len(data_rows)
@@ -332,17 +343,10 @@ def test_array_files_give_finite_features_and_0_1_labels_or_one_cli_error(x, kin
         np.save(path, x)
     else:
         np.savez(path, X=x, **({} if y is None else {"y": y}))
-    try:
-        table = read_table(path, unlabelled=unlabelled)
-        feats = feature_matrix(table, choose_features(table, None, None))
-        labels = label_vector(table, None)
-    except CliError as e:
-        assert str(e)
-        event("refused")
+    got = _read_or_refuse(path, unlabelled=unlabelled)
+    if got is None:
         return
-    finally:
-        shutil.rmtree(path.parent)
-    event("accepted")
+    _, _, feats, labels = got
     assert x.ndim == 2 and not np.iscomplexobj(x)
     assert feats.shape[0] == len(x) and feats.shape[1] >= 1 and np.isfinite(feats).all()
     if labels is not None:
@@ -386,18 +390,11 @@ def test_cut_or_damaged_data_files_give_one_cli_error_or_a_clean_table(case):
     name, raw = case
     path = _scratch() / name
     path.write_bytes(raw)
-    try:
-        table = read_table(path)
-        label_column = "label" if table.matrix is None else None
-        x = feature_matrix(table, choose_features(table, None, label_column))
-        y = label_vector(table, label_column)
-    except CliError as e:
-        assert str(e)
-        event("refused")
+    # CSVs name their label column; arrays carry the labels apart
+    got = _read_or_refuse(path, label_column=lambda table: "label" if table.matrix is None else None)
+    if got is None:
         return
-    finally:
-        shutil.rmtree(path.parent)
-    event("accepted")
+    _, _, x, y = got
     assert np.isfinite(x).all() and (y is None or set(y.tolist()) <= {0, 1})
 
 
