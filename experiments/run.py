@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                         "fit on each run's training normals only (docs/data.md)")
     p.add_argument("--conv_features", type=_ints)
     p.add_argument("--dense_features", type=_ints)
+    p.add_argument("--batch_norm", action="store_true", default=None,
+                   help="affine-free BatchNorm in every conv block and hidden dense layer; statistics per run")
+    p.add_argument("--dropout", type=float, help="dropout rate after every conv block and hidden dense layer "
+                                                 "(default 0: off); each run draws its own masks")
     p.add_argument("--layer_norm", action="store_true", default=None,
                    help="bias-free LayerNorm in every conv block and hidden dense layer (docs/method.md)")
     p.add_argument("--residual", action="store_true", default=None,
@@ -95,6 +99,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue an interrupted run (same flags) from its newest checkpoint; the final numbers "
                         "equal an uninterrupted run's")
     r.add_argument("--restart", action="store_true", help="discard an interrupted run's checkpoints and start afresh")
+    f = p.add_argument_group("feature patching (FPSVDD; docs/method.md): a per-patch head on frozen backbone "
+                             "features, hypersphere methods on images")
+    f.add_argument("--feature_patching", action="store_true", default=None,
+                   help="train --dense_features as an MLP on every patch embedding of a frozen backbone")
+    f.add_argument("--backbone_params", metavar="FILE",
+                   help="the backbone's weights (.npz, or an Orbax checkpoint folder); default: random, which tests "
+                        "the mechanics only")
+    f.add_argument("--backbone_features", type=_ints, help="the backbone's stage widths (default 16,32,64)")
+    f.add_argument("--patch_layers", type=_ints, help="stages whose maps are patched (default 1,2)")
+    f.add_argument("--patch_size", type=int, help="neighbourhood averaged around every patch (default 3)")
+    f.add_argument("--patch_reduce", help="an image's score from its patches': max (default) or mean")
     return p.parse_args(argv)
 
 
@@ -136,7 +151,8 @@ def parse_methods(text: str) -> tuple[str, ...]:
 def config_from_args(a: argparse.Namespace, method: str = "imdad"):
     over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "kappa", "anomaly_fraction",
                                        "anomaly_share", "conv_features", "dense_features", "margin_param",
-                                       "center_constraint", "layer_norm", "residual", "se_attention", "projection",
+                                       "center_constraint", "batch_norm", "dropout", "layer_norm", "residual", "se_attention",
+                                       "projection",
                                        "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
                                        "shallow_max_train", "shallow_pca_dims", "n_folds", "preprocess", *OBJECTIVE_HP)
             if getattr(a, k) is not None}
@@ -156,6 +172,9 @@ def config_from_args(a: argparse.Namespace, method: str = "imdad"):
                 over["max_runs"] = int(a.max_runs)
             except ValueError:
                 raise ConfigError(f"--max_runs must be 'auto', 'all' or a number of runs, got {a.max_runs!r}") from None
+    for k in ("feature_patching", "backbone_params", "backbone_features", "patch_layers", "patch_size", "patch_reduce"):
+        if getattr(a, k, None) is not None:
+            over[k] = getattr(a, k)
     over["method"] = method
     over["dataset"] = a.dataset
     over["seeds"] = a.seeds
@@ -260,6 +279,7 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
 def results_stem(a: argparse.Namespace, cfg) -> str:
     """The results files' stem (and the checkpoint folder's name) of one method's run."""
     pre = "" if cfg.preprocess == "unit" else f"_{cfg.preprocess}"
+    pre += "_fp" if cfg.feature_patching else ""
     stem = a.name or f"{cfg.dataset}_{cfg.method}{pre}_{cfg.preset}_e{cfg.epochs}"
     if a.name and a.method != cfg.method:
         stem = f"{a.name}_{cfg.method}"

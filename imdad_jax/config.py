@@ -73,6 +73,8 @@ class ExperimentConfig:
     residual: bool = False
     se_attention: bool = False
     projection: int = 0  # features of a final bias-free dense projection; 0 = none
+    batch_norm: bool = False  # affine-free BatchNorm, per-run batch statistics (the reference LeNets')
+    dropout: float = 0.0  # dropout rate after every hidden activation / pooling; per-run RNG; 0 = off
     # optimisation (paper: Adam, lr 1e-4, MultiStepLR, 200 epochs, batch 150 for images)
     epochs: int = 200
     batch_size: int = 150
@@ -113,6 +115,15 @@ class ExperimentConfig:
     max_runs: int | str | None = "auto"
     strategy: str = "auto"
     epoch_mode: str = "auto"
+    # feature patching (FPSVDD, Huang et al. 2024; imdad_jax.feature_patching, docs/method.md): a bias-free MLP of
+    # dense_features on every patch embedding of a frozen backbone; image datasets and hypersphere methods only
+    feature_patching: bool = False
+    backbone_params: str | None = None  # .npz / Orbax folder of the backbone's weights; None: random (mechanics only)
+    backbone_features: tuple[int, ...] = (16, 32, 64)  # the backbone's stage widths (PatchBackbone)
+    backbone_seed: int = 0  # the random backbone's seed (no backbone_params)
+    patch_layers: tuple[int, ...] = (1, 2)  # the stages whose feature maps are patched (0 = the first)
+    patch_size: int = 3  # neighbourhood averaged around every patch (odd)
+    patch_reduce: str = "max"  # an image's signed distance from its patches': max or mean
     preset: str = "paper"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -213,8 +224,42 @@ class ExperimentConfig:
             bad(f"epoch_mode must be one of {EPOCH_MODES}, got {self.epoch_mode!r}")
         if any(c < 1 for c in (*self.conv_features, *self.dense_features)):
             bad("layer widths must be >= 1")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            bad(f"dropout must be a rate in [0, 1) (0 = off), got {self.dropout!r}; e.g. --dropout=0.1")
         if self.projection < 0:
             bad(f"projection must be >= 0 (0 = no projection layer), got {self.projection}; e.g. --projection=32")
+        if self.feature_patching:
+            from imdad_jax.feature_patching import PATCH_METHODS
+            from imdad_jax.models.patches import PATCH_REDUCTIONS
+
+            if self.dataset not in IMAGE_DATASETS:
+                bad(f"--feature_patching takes images ({', '.join(IMAGE_DATASETS)}), not {self.dataset}")
+            if self.method not in PATCH_METHODS:
+                bad(f"--feature_patching trains the hypersphere methods {', '.join(PATCH_METHODS)}, not {self.method}")
+            if self.pretrain_epochs:
+                bad("--feature_patching trains a head on frozen backbone features; drop --pretrain_epochs")
+            if not self.backbone_features or any(c < 1 for c in self.backbone_features):
+                bad(f"backbone_features must be stage widths >= 1, got {self.backbone_features}")
+            n_stages = len(self.backbone_features)
+            if (not self.patch_layers or list(self.patch_layers) != sorted(set(self.patch_layers))
+                    or not all(0 <= i < n_stages for i in self.patch_layers)):
+                bad(f"patch_layers must be increasing stage numbers in 0..{n_stages - 1}, got {self.patch_layers}; "
+                    "e.g. --patch_layers=1,2")
+            side = 32 if self.dataset == "cifar10" else 28
+            if side < 2 ** (max(self.patch_layers) + 1):  # every stage halves the map
+                bad(f"stage {max(self.patch_layers)} of the backbone has no cells left on {side}x{side} images; "
+                    "choose earlier --patch_layers")
+            if self.patch_size < 1 or self.patch_size % 2 == 0:
+                bad(f"patch_size must be odd and >= 1, got {self.patch_size}; e.g. --patch_size=3")
+            if self.patch_reduce not in PATCH_REDUCTIONS:
+                bad(f"patch_reduce must be one of {PATCH_REDUCTIONS}, got {self.patch_reduce!r}")
+            if not 0 <= self.backbone_seed < 2 ** 32:
+                bad(f"backbone_seed must lie in 0..2**32-1, got {self.backbone_seed}")
+            if self.backbone_params is not None:
+                import os
+
+                if not os.path.exists(self.backbone_params):
+                    bad(f"no backbone parameters at {self.backbone_params}; give a .npz or an Orbax checkpoint folder")
         return self
 
 

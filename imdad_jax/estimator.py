@@ -34,7 +34,9 @@ from imdad_jax.models import ARCHITECTURES, build_encoder
 from imdad_jax.objectives import REGISTRY, get_objective
 from imdad_jax.train import RunData, fit
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # a Python float: comparing with it never casts
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# build_encoder's optional blocks (issue 10), settable through DeepDetector(encoder_options=...)
+ENCODER_OPTIONS = ("batch_norm", "dropout", "layer_norm", "residual", "se_attention", "projection")  # a Python float: comparing with it never casts
 
 
 class DeepDetector(BaseEstimator):
@@ -43,6 +45,8 @@ class DeepDetector(BaseEstimator):
     ``method``: a registered objective (``imdad``, ``deep_sad``, ``deep_svdd``, ...). ``arch``: ``"auto"`` picks FC3
     for 2-D ``X`` (n, features) and CNN2 for images (n, H, W[, C]); ``"fc3"``, ``"cnn2"``, ``"cnn3"`` force one.
     ``hyperparams``: the objective's per-run values (e.g. ``{"nu1": 0.05}``), its defaults otherwise.
+    ``encoder_options``: the optional encoder blocks of ``build_encoder`` (e.g. ``{"batch_norm": True,
+    "dropout": 0.1}``; also ``layer_norm``, ``residual``, ``se_attention``, ``projection``), off by default.
     Tabular ``X`` is standardised with a scaler fit on the training normals (as the paper's protocol does);
     images are scaled from uint8 to [0, 1] (float images are used as given).
     """
@@ -50,7 +54,8 @@ class DeepDetector(BaseEstimator):
     def __init__(self, method: str = "imdad", arch: str = "auto", dense_features: tuple[int, ...] | None = None,
                  conv_features: tuple[int, ...] | None = None, epochs: int = 100, batch_size: int | None = None,
                  lr: float = 1e-3, weight_decay: float = 1e-6, anomaly_share: float | None = None,
-                 hyperparams: dict[str, float] | None = None, random_state: int = 0):
+                 hyperparams: dict[str, float] | None = None, random_state: int = 0,
+                 encoder_options: dict[str, Any] | None = None):
         self.method = method
         self.arch = arch
         self.dense_features = dense_features
@@ -62,6 +67,7 @@ class DeepDetector(BaseEstimator):
         self.anomaly_share = anomaly_share
         self.hyperparams = hyperparams
         self.random_state = random_state
+        self.encoder_options = encoder_options
 
     # ---- input handling -------------------------------------------------------------------------------
     def _is_image(self, x: np.ndarray) -> bool:
@@ -115,7 +121,8 @@ class DeepDetector(BaseEstimator):
     def _model(self, input_shape: tuple[int, ...]):
         obj, opts = self._objective()
         arch = self.arch if self.arch != "auto" else ("cnn2" if len(input_shape) >= 2 else "fc3")
-        enc = build_encoder(arch, conv_features=self.conv_features, dense_features=self.dense_features)
+        enc = build_encoder(arch, conv_features=self.conv_features, dense_features=self.dense_features,
+                            **(self.encoder_options or {}))
         return obj.make_model(enc, tuple(input_shape), opts)
 
     def _check_arch(self, x: np.ndarray) -> None:
@@ -164,6 +171,16 @@ class DeepDetector(BaseEstimator):
                                        or not all(whole(w) and w >= 1 for w in widths)):
                 raise ValueError(f"{name} must be a sequence of layer widths >= 1 (e.g. (64, 32)), or None for "
                                  f"the default, got {widths!r}")
+        opts = self.encoder_options
+        if opts is not None:
+            if not isinstance(opts, dict) or set(opts) - set(ENCODER_OPTIONS):
+                raise ValueError(f"encoder_options must be a dict with keys among {ENCODER_OPTIONS}, got {opts!r}; "
+                                 "e.g. encoder_options={'batch_norm': True, 'dropout': 0.1}")
+            if "dropout" in opts and not (real(opts["dropout"]) and 0 <= opts["dropout"] < 1):
+                raise ValueError(f"encoder_options['dropout'] must be a rate in [0, 1), got {opts['dropout']!r}")
+            if "projection" in opts and not (whole(opts["projection"]) and opts["projection"] >= 0):
+                raise ValueError(f"encoder_options['projection'] must be a whole number >= 0 (0 = none), "
+                                 f"got {opts['projection']!r}")
 
     def _hp(self) -> dict[str, np.ndarray]:
         self._check_settings()
@@ -403,9 +420,10 @@ class IMDAD(DeepDetector):
     def __init__(self, arch: str = "auto", dense_features: tuple[int, ...] | None = None,
                  conv_features: tuple[int, ...] | None = None, epochs: int = 100, batch_size: int | None = None,
                  lr: float = 1e-3, weight_decay: float = 1e-6, anomaly_share: float | None = None,
-                 hyperparams: dict[str, float] | None = None, random_state: int = 0):
+                 hyperparams: dict[str, float] | None = None, random_state: int = 0,
+                 encoder_options: dict[str, Any] | None = None):
         super().__init__("imdad", arch, dense_features, conv_features, epochs, batch_size, lr, weight_decay,
-                         anomaly_share, hyperparams, random_state)
+                         anomaly_share, hyperparams, random_state, encoder_options)
 
 
 __all__ = ["DeepDetector", "IMDAD", "model_input_shape"]

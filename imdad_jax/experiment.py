@@ -52,6 +52,11 @@ class Split:
 
 def make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
     """The runs of ``cfg`` on ``dataset`` under the paper's protocol for its kind of data."""
+    if cfg.feature_patching:  # FPSVDD: the frozen backbone's patch embeddings of the images are the data
+        import dataclasses
+
+        from imdad_jax.feature_patching import patch_split
+        return patch_split(cfg, make_split(dataclasses.replace(cfg, feature_patching=False), dataset))
     if isinstance(dataset, TabularDataset):
         ids, data, keys, test_idx, test_valid = cv_runs(dataset.x, dataset.y, cfg.classes, cfg.seeds, cfg.n_folds,
                                                         cfg.anomaly_fraction)
@@ -86,9 +91,13 @@ def objective_options(cfg: ExperimentConfig, method: str | None = None) -> tuple
 def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...], method: str | None = None):
     """The method's model around the config's encoder."""
     obj, opts = objective_options(cfg, method)
+    if cfg.feature_patching:  # a per-patch head on frozen backbone features (imdad_jax.feature_patching)
+        from imdad_jax.feature_patching import build_patch_model
+        return build_patch_model(cfg, obj, opts)
     enc = build_encoder(cfg.arch, conv_features=cfg.conv_features, dense_features=cfg.dense_features,
                         use_bias=cfg.use_bias, layer_norm=cfg.layer_norm, residual=cfg.residual,
-                        se_attention=cfg.se_attention, projection=cfg.projection)
+                        se_attention=cfg.se_attention, projection=cfg.projection, batch_norm=cfg.batch_norm,
+                        dropout=cfg.dropout)
     return obj.make_model(enc, tuple(input_shape), opts)
 
 

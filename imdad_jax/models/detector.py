@@ -42,14 +42,17 @@ ARCHITECTURES = ("cnn2", "cnn3", "fc3")
 
 def build_encoder(arch: str, *, conv_features: Sequence[int] | None = None,
                   dense_features: Sequence[int] | None = None, use_bias: bool = False, layer_norm: bool = False,
-                  residual: bool = False, se_attention: bool = False, projection: int = 0) -> nn.Module:
+                  residual: bool = False, se_attention: bool = False, projection: int = 0,
+                  batch_norm: bool = False, dropout: float = 0.0) -> nn.Module:
     """The encoder of a paper architecture (Table I): ``cnn2`` (28x28), ``cnn3`` (32x32x3), ``fc3`` (tabular).
 
-    ``layer_norm``, ``residual``, ``se_attention`` and ``projection`` are the optional blocks of issue 10
-    (``CNNEncoder``, ``MLPEncoder``); off by default, which is the paper's network.
+    ``batch_norm``, ``dropout``, ``layer_norm``, ``residual``, ``se_attention`` and ``projection`` are the
+    optional blocks of issue 10 (``CNNEncoder``, ``MLPEncoder``); off by default, which is the paper's network.
     """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a rate in [0, 1), got {dropout}; e.g. dropout=0.1 (0 = off)")
     opts = dict(use_bias=use_bias, layer_norm=layer_norm, residual=residual, se_attention=se_attention,
-                projection=projection)
+                projection=projection, batch_norm=batch_norm, dropout=dropout)
     if arch == "cnn2":
         return CNNEncoder(tuple(conv_features or (16, 32)), tuple(dense_features or (128, 64, 32)), **opts)
     if arch == "cnn3":

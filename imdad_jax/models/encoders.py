@@ -4,9 +4,14 @@ Both encoders are bias-free by default. A bias lets the network translate every
 representation onto the center and shrink the whole picture at no cost, which is
 one of the drifts the prototype measured (``docs/method.md``, "Scale control").
 
-The optional blocks (issue 10: LayerNorm, residual connections, squeeze-and-excitation, a final projection)
-are off by default, so the default encoders and their parameter trees are the paper's; every block they
-add is bias-free for the same reason (``docs/method.md``, "Encoder options").
+The optional blocks (issue 10: BatchNorm, dropout, LayerNorm, residual connections, squeeze-and-excitation,
+a final projection) are off by default, so the default encoders and their parameter trees are the paper's;
+every block they add is bias-free for the same reason (``docs/method.md``, "Encoder options").
+
+Train or eval mode is not an argument: a module trains (BatchNorm on batch statistics, updating its running
+averages; dropout on) exactly when the caller makes ``batch_stats`` mutable and passes a ``dropout`` RNG,
+which only the train step does (``imdad_jax.train.step.train_mode``). Every other ``model.apply(params, x)``
+(scoring, centers, interpretation) is the deterministic eval pass, so none of that code needs a flag.
 """
 from __future__ import annotations
 
@@ -23,6 +28,29 @@ def _act(x: jnp.ndarray) -> jnp.ndarray:
 
 
 SE_RATIO = 4  # squeeze-and-excitation bottleneck: C -> max(1, C // 4) -> C, as in Hu et al. (2018)
+
+
+def _batch_norm(name: str) -> nn.BatchNorm:
+    # Affine-free, as the reference Deep SVDD LeNets (BatchNorm2d(eps=1e-4, affine=False)): a learnable offset
+    # would be a bias. torch's momentum 0.1 is flax's 0.9. Training mode = batch_stats mutable (module doc).
+    return nn.BatchNorm(use_running_average=None, momentum=0.9, epsilon=1e-4, use_bias=False, use_scale=False,
+                        name=name)
+
+
+def _norm(h: jnp.ndarray, module: nn.Module, i: int, batch_norm: bool, layer_norm: bool,
+          ln_axes: tuple[int, ...]) -> jnp.ndarray:
+    if batch_norm:
+        h = _batch_norm(f"bn{i}")(h, use_running_average=not module.is_mutable_collection("batch_stats"))
+    if layer_norm:
+        h = _layer_norm(f"ln{i}", ln_axes)(h)
+    return h
+
+
+def _dropout(h: jnp.ndarray, module: nn.Module, rate: float) -> jnp.ndarray:
+    if not rate:
+        return h
+    # Deterministic unless the caller passed a dropout RNG (only the train step does).
+    return nn.Dropout(rate)(h, deterministic=not module.has_rng("dropout"))
 
 
 def _layer_norm(name: str, axes: tuple[int, ...] = (-1,)) -> nn.LayerNorm:
@@ -50,7 +78,9 @@ class MLPEncoder(nn.Module):
     """FC3: dense layers with leaky ReLU between them; the last layer is linear and gives z.
 
     Options (all off by default; issue 10), applied to every hidden layer (not the last, linear one):
-    ``layer_norm`` (bias-free LayerNorm before the activation), ``se_attention`` (a squeeze-and-excitation
+    ``batch_norm`` (affine-free BatchNorm before the activation, per-run batch statistics under the run-axis
+    vmap), ``dropout`` (that rate after the activation), ``layer_norm`` (bias-free LayerNorm before the
+    activation), ``se_attention`` (a squeeze-and-excitation
     gate on its features), ``residual`` (its input added back, through a bias-free linear projection where
     the widths differ); ``projection`` > 0 adds a bias-free dense layer to that many features after the last.
     """
@@ -61,6 +91,8 @@ class MLPEncoder(nn.Module):
     residual: bool = False
     se_attention: bool = False
     projection: int = 0
+    batch_norm: bool = False
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -68,9 +100,8 @@ class MLPEncoder(nn.Module):
         for i, width in enumerate(self.features):
             h = nn.Dense(width, use_bias=self.use_bias, name=f"dense{i}")(x)
             if i < len(self.features) - 1:
-                if self.layer_norm:
-                    h = _layer_norm(f"ln{i}")(h)
-                h = _act(h)
+                h = _act(_norm(h, self, i, self.batch_norm, self.layer_norm, (-1,)))
+                h = _dropout(h, self, self.dropout)
                 if self.se_attention:
                     h = SqueezeExcite(name=f"se{i}")(h)
                 if self.residual:
@@ -86,8 +117,9 @@ class CNNEncoder(nn.Module):
     """CNN2+FC3 (or CNNn+FC3): ``n`` blocks of 5x5 conv, leaky ReLU and 2x2 max-pool, then FC3.
 
     Input is NHWC. The widths are ours (the paper gives none); ``docs/method.md`` says why.
-    Options (all off by default; issue 10): in each conv block, ``layer_norm`` (bias-free, before the
-    activation), ``se_attention`` (after it) and ``residual`` (the block's input added back before the
+    Options (all off by default; issue 10): in each conv block, ``batch_norm`` (affine-free, per channel,
+    before the activation, as the reference LeNets), ``dropout`` (after the pooling), ``layer_norm``
+    (bias-free, before the activation), ``se_attention`` (after it) and ``residual`` (the block's input added back before the
     pooling, through a bias-free 1x1 conv where the channel count changes); the same options and
     ``projection`` go to the FC3 part (``MLPEncoder``).
     """
@@ -100,6 +132,8 @@ class CNNEncoder(nn.Module):
     residual: bool = False
     se_attention: bool = False
     projection: int = 0
+    batch_norm: bool = False
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -108,12 +142,10 @@ class CNNEncoder(nn.Module):
         for i, ch in enumerate(self.conv_features):
             k = (self.kernel_size, self.kernel_size)
             h = nn.Conv(ch, k, padding="SAME", use_bias=self.use_bias, name=f"conv{i}")(x)
-            if self.layer_norm:
-                # Over the whole feature map (H, W, C), not per position over C: per-position statistics
-                # would lift a dim background patch to the loudness of a bright object, erasing the contrast
-                # an anomaly shows as; the scale is per channel, so its size does not depend on the image's.
-                h = _layer_norm(f"ln{i}", (-3, -2, -1))(h)
-            h = _act(h)
+            # LayerNorm over the whole feature map (H, W, C), not per position over C: per-position statistics
+            # would lift a dim background patch to the loudness of a bright object, erasing the contrast
+            # an anomaly shows as; the scale is per channel, so its size does not depend on the image's.
+            h = _act(_norm(h, self, i, self.batch_norm, self.layer_norm, (-3, -2, -1)))
             if self.se_attention:
                 h = SqueezeExcite(name=f"se{i}")(h)
             if self.residual:
@@ -122,6 +154,7 @@ class CNNEncoder(nn.Module):
             # Grad-CAM hook (imdad_jax.interpret): a no-op unless a 'perturbations' collection is passed to
             # apply; skipped at init, which would otherwise store a batch-shaped collection beside the params.
             x = h if self.is_initializing() else self.perturb(f"conv{i}_out", h)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = _dropout(nn.max_pool(x, (2, 2), strides=(2, 2)), self, self.dropout)
         return MLPEncoder(self.dense_features, self.use_bias, layer_norm=self.layer_norm, residual=self.residual,
-                          se_attention=self.se_attention, projection=self.projection, name="fc")(x)
+                          se_attention=self.se_attention, projection=self.projection, batch_norm=self.batch_norm,
+                          dropout=self.dropout, name="fc")(x)

@@ -33,8 +33,10 @@ class RunState:
 def _decay_mask(params: Any) -> Any:
     # Weight decay on the encoder only: the head's w, b and rho are the sphere, and shrinking
     # them would bias the geometry the objective is meant to learn.
+    # Other collections (BatchNorm's running averages) are not weights: no decay.
     inner = params["params"]
-    return {**params, "params": {k: jax.tree.map(lambda _: k != "head", v) for k, v in inner.items()}}
+    return {**jax.tree.map(lambda _: False, params),
+            "params": {k: jax.tree.map(lambda _: k != "head", v) for k, v in inner.items()}}
 
 
 def make_optimizer(lr: Any, weight_decay: Any, milestones: tuple[int, ...] = (), gamma: float = 0.1

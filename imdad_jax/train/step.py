@@ -1,6 +1,7 @@
 """Pure per-run functions: init, epoch batch indices, the train step. The engine vmaps or loops them."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import ModuleType
 from typing import Any, Callable, NamedTuple
@@ -11,6 +12,9 @@ import jax.numpy as jnp
 import optax
 
 from imdad_jax.train.state import RunState, make_optimizer
+
+
+DROPOUT_STREAM = 0x0D7  # fold_in constant: dropout masks draw from their own stream of the step key
 
 
 class BatchPlan(NamedTuple):
@@ -115,6 +119,42 @@ def make_batch(x_all: jnp.ndarray, idx: jnp.ndarray, labels: jnp.ndarray, state:
             "epoch": state.step // steps_per_epoch}
 
 
+class TrainMode:
+    """``model`` as the objectives see it inside the train step: its ``apply`` is the training pass.
+
+    BatchNorm normalises by the batch's statistics and dropout is on when ``batch_stats`` is mutable and a
+    ``dropout`` RNG is given (``imdad_jax.models.encoders``); objectives call ``model.apply(params, x)`` and
+    stay unaware of either. The running averages a BatchNorm pass computes are kept in ``updates``: the first
+    pass's (the batch itself; later passes, e.g. DROCC's adversarial points, must not move the averages),
+    which the step returns beside the loss, so they stay inside the traced function (no tracer leaks). Under
+    the run-axis ``vmap`` every run normalises by its own batch and keeps its own averages.
+    """
+
+    def __init__(self, model: nn.Module, rng: jax.Array):
+        self.model, self.rng, self.updates = model, rng, None
+
+    def apply(self, variables: Any, *args: Any, method: Any = None, **kwargs: Any) -> Any:
+        out, updates = self.model.apply(variables, *args, method=method, mutable=["batch_stats"],
+                                        rngs={"dropout": self.rng}, **kwargs)
+        if self.updates is None:
+            self.updates = updates
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # anything else (submodules, fields) is the model's
+        return getattr(self.model, name)
+
+
+def has_train_mode(model: nn.Module) -> bool:
+    """Whether the model's training pass differs from its eval pass (BatchNorm or dropout in it)."""
+    def walk(m: Any) -> bool:
+        if not isinstance(m, nn.Module):
+            return False
+        if getattr(m, "batch_norm", False) or getattr(m, "dropout", 0.0):
+            return True
+        return any(walk(getattr(m, f.name, None)) for f in dataclasses.fields(m) if f.name not in ("parent", "name"))
+    return walk(model)
+
+
 def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...], gamma: float,
                     labels: jnp.ndarray, steps_per_epoch: int) -> Callable:
     """``step(state, acc, x_all, idx) -> (state, acc)`` for one run.
@@ -127,17 +167,30 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
     """
     # lr and weight decay are read from the optimizer state, so the values given here are unused.
     tx = make_optimizer(0.0, 0.0, milestones, gamma)
-    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+    if has_train_mode(model):
+        def loss(params, obj_state, model_, batch, hp, opts_):
+            # A stream apart from the objective's own use of the step key (e.g. DROCC's noise).
+            m = TrainMode(model_, jax.random.fold_in(batch["key"], DROPOUT_STREAM))
+            value, aux = objective.loss(params, obj_state, m, batch, hp, opts_)
+            return value, (aux, m.updates or {})
+    else:
+        def loss(params, obj_state, model_, batch, hp, opts_):
+            value, aux = objective.loss(params, obj_state, model_, batch, hp, opts_)
+            return value, (aux, {})
+    grad_fn = jax.value_and_grad(loss, has_aux=True)
     # Both hooks are optional: most objectives keep no non-gradient state and need no projection.
     update_obj_state = getattr(objective, "update_obj_state", lambda obj_state, aux, hp, opts, epoch: obj_state)
     project = getattr(objective, "project", lambda params, obj_state, opts: params)
 
     def step(state: RunState, acc: dict, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[RunState, dict]:
         batch = make_batch(x_all, idx, labels, state, steps_per_epoch)
-        (_, aux), grads = grad_fn(state.params, state.obj_state, model, batch, state.hp, opts)
+        (_, (aux, stats)), grads = grad_fn(state.params, state.obj_state, model, batch, state.hp, opts)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         obj_state = update_obj_state(state.obj_state, aux, state.hp, opts, batch["epoch"])
-        params = project(optax.apply_updates(state.params, updates), obj_state, opts)
+        # Collections other than "params" (BatchNorm's running averages) are not trained: they take the
+        # values the training pass computed (their gradient is zero, so Adam leaves them as they were).
+        params = {**optax.apply_updates(state.params, updates), **stats}
+        params = project(params, obj_state, opts)
         acc = jax.tree.map(jnp.add, acc, aux)
         return state.replace(params=params, opt_state=opt_state, obj_state=obj_state, step=state.step + 1), acc
 
