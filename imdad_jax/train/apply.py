@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imdad_jax.train.sharding import is_global, to_host
+
 
 def apply_runs(fn: Callable[[Any, jnp.ndarray], jnp.ndarray], params: Any, x: np.ndarray,
                idx: np.ndarray | None = None, *, strategy: str = "vmap", chunk: int = 2048) -> np.ndarray:
@@ -16,7 +18,13 @@ def apply_runs(fn: Callable[[Any, jnp.ndarray], jnp.ndarray], params: Any, x: np
     (R, P) per-run indices into ``x`` (each run scores its own rows); without it every run scores
     all of ``x``. Returns (R, N) or (R, P). ``strategy`` as in training: ``vmap`` batches the
     runs in one program, ``loop`` takes them in turn (faster for convolutions on CPU).
+    Parameters sharded over several processes are gathered first; every process then scores every run
+    on its own devices (the scoring is not sharded across processes).
     """
+    if any(is_global(a) for a in jax.tree.leaves(params)):
+        # Runs sharded over several processes (a multi-process fit): every process gathers all runs and
+        # scores them itself, so each gets the full (R, N) result without a second collective.
+        params = to_host(params)
     n_runs = jax.tree.leaves(params)[0].shape[0]
     x_dev = jnp.asarray(x)
     length = x.shape[0] if idx is None else idx.shape[1]

@@ -166,6 +166,9 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if checkpoint is not None and jax.process_count() > 1:
+        raise ValueError(f"checkpoints are single-process for now, but this is one of {jax.process_count()} "
+                         "processes (jax.distributed): train without checkpoint=, or in one process")
     sample_x = jnp.asarray(data.x[:1])
     strategy, epoch_mode = resolve_strategy(strategy, epoch_mode, has_conv=has_conv(model, sample_x))
     n_runs = data.n_runs
@@ -200,16 +203,18 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         mesh = shd.run_mesh(devices)
         r_pad = shd.padded_runs(n_runs, mesh.devices.size)
         rs, rep = shd.run_sharding(mesh), shd.replicated(mesh)
-        put = lambda t: jax.device_put(_pad_runs(t, r_pad), rs)  # noqa: E731
-        x_dev = jax.device_put(jnp.asarray(data.x), rep)
+        # to_global/to_host are device_put/device_get in one process; across processes every process
+        # holds the same full host arrays and gets every run's numbers back.
+        put = lambda t: shd.to_global(_pad_runs(t, r_pad), rs)  # noqa: E731
+        x_dev = shd.to_global(jnp.asarray(data.x), rep)
         pools_d = put(pools)
         state = jax.jit(jax.vmap(init, in_axes=(0, 0, None, 0)), out_shardings=rs)(
             put(keys), put(hp), sample_x, put(warm_start) if warm_start else None)
         state = _prepare(objective, model, opts, state, data, "vmap", n_runs, r_pad)
-        box = {"state": jax.device_put(state, rs)}
+        box = {"state": shd.to_global(state, rs)}
         one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), box["state"])
-        acc0 = jax.device_put(jax.tree.map(lambda z: jnp.zeros((r_pad,) + z.shape, z.dtype),
-                                           _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
+        acc0 = shd.to_global(jax.tree.map(lambda z: np.zeros((r_pad,) + z.shape, z.dtype),
+                                          _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
         begin_v = jax.jit(jax.vmap(begin), out_shardings=rs)
         vstep = jax.vmap(step, in_axes=(0, 0, None, 0))
         if epoch_mode == "scan":
@@ -233,10 +238,12 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
             st, idx = begin_v(box["state"], *pools_d)
             st, acc = run_epoch(st, jax.tree.map(jnp.zeros_like, acc0), idx)
             box["state"] = st
-            return ({k: np.asarray(v)[:n_runs] / plan.steps for k, v in acc.items()},
-                    ~np.asarray(finite_v(st, acc))[:n_runs])
+            acc_h, finite_h = shd.to_host((acc, finite_v(st, acc)))
+            return {k: v[:n_runs] / plan.steps for k, v in acc_h.items()}, ~finite_h[:n_runs]
 
-        def stacked() -> Any:  # every run's state, on the device, without the padding runs
+        def stacked() -> Any:  # every run's state without the padding runs: on the device, or
+            if jax.process_count() > 1:  # on the host when no process holds every run's shards
+                return jax.tree.map(lambda a: a[:n_runs], shd.to_host(box["state"]))
             return jax.tree.map(lambda a: a[:n_runs], box["state"])
 
         def set_stacked(host: Any) -> None:
