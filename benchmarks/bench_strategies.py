@@ -17,6 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import resource  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -24,6 +26,12 @@ from imdad_jax.io import atomic_write, provenance  # noqa: E402
 from imdad_jax.models import build_detector  # noqa: E402
 from imdad_jax.objectives import get_objective  # noqa: E402
 from imdad_jax.train import RunData, fit  # noqa: E402
+from imdad_jax.train.chunks import estimate_memory  # noqa: E402
+
+
+def _rss_mib() -> float:
+    # peak resident set of this process so far (Linux reports KiB): monotone, so read it after each row
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -49,6 +57,9 @@ def main() -> int:
         hp = {k: np.full(n_runs, v, np.float32) for k, v in
               dict(lr=1e-4, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1).items()}
         keys = np.stack([np.asarray(jax.random.PRNGKey(i)) for i in range(n_runs)])
+        # XLA's own account of the vmapped step's buffers (arguments + outputs + temporaries), measured by
+        # compiling it for 1 and 2 runs: the device memory a sweep of this many runs needs in one program
+        mem = estimate_memory(model, obj, obj.Options(), data, hp, batch_size=a.batch_size)
         for strat in a.strategies.split(","):
             s, e = strat.split("/")
             res = fit(model, obj, obj.Options(), data, hp, keys, epochs=a.epochs, batch_size=a.batch_size,
@@ -56,16 +67,20 @@ def main() -> int:
             t = float(np.median(res.epoch_s[1:]))
             row = {"runs": n_runs, "strategy": strat, "arch": a.arch, "batch": a.batch_size,
                    "steps_per_s": a.steps / t, "run_steps_per_s": a.steps * n_runs / t,
-                   "samples_per_s": a.steps * n_runs * a.batch_size / t, "compile_s": res.compile_s}
+                   "samples_per_s": a.steps * n_runs * a.batch_size / t, "compile_s": res.compile_s,
+                   "step_memory_mib": (mem.fixed + mem.per_run * n_runs) / 2**20, "peak_rss_mib": _rss_mib(),
+                   "epoch_s": t}
             rows.append(row)
             print(f"{n_runs:5d} runs  {strat:11s}  {row['steps_per_s']:8.2f} steps/s  "
                   f"{row['run_steps_per_s']:8.2f} run-steps/s  compile {row['compile_s']:.1f} s", flush=True)
     prov = provenance()
     atomic_write(a.out + ".json", json.dumps({"provenance": prov, "rows": rows}, indent=1) + "\n")
     md = [f"# Run-axis strategies ({a.arch}, batch {a.batch_size}, {a.steps} steps/epoch)", "",
-          "| runs | strategy | steps/s | run-steps/s | samples/s | compile s |", "|---|---|---|---|---|---|"]
+          "| runs | strategy | steps/s | run-steps/s | samples/s | compile s | step memory MiB (XLA, vmap) "
+          "| peak RSS MiB so far |", "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['runs']} | {r['strategy']} | {r['steps_per_s']:.2f} | {r['run_steps_per_s']:.2f} "
-           f"| {r['samples_per_s']:.0f} | {r['compile_s']:.1f} |" for r in rows]
+           f"| {r['samples_per_s']:.0f} | {r['compile_s']:.1f} | {r['step_memory_mib']:.1f} "
+           f"| {r['peak_rss_mib']:.0f} |" for r in rows]
     md += ["", f"- command: `{prov['command']}`", f"- commit: `{prov['git_commit']}`",
            f"- device: {prov['devices']} ({prov['cpu_count']} cores); jax {prov['versions']['jax']}", ""]
     atomic_write(a.out + ".md", "\n".join(md))
