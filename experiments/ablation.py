@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             record["groups"][key] = group
             record["partial"] = partial
             atomic_write(path, json.dumps(record, indent=1, default=_json) + "\n")
+            # the table of the groups finished so far, so an interrupted sweep still shows what it measured
+            write_markdown(out / f"{name}_ablation.md", {**record, "rows": delta_rows(record["groups"], options,
+                                                                                        methods)}, base)
             print(f"{name} {key}: mean AUC {100 * _mean_auc(group):.2f} in {group['timing']['group_s']:.0f} s",
                   flush=True)
 
@@ -119,7 +122,8 @@ def _json(o):
 def write_markdown(path: Path, record: dict, base) -> None:
     prov = record["provenance"]
     train_s = sum(g["timing"]["group_s"] for g in record["groups"].values())
-    lines = [f"# Ablation: {record['dataset']}", "",
+    lines = [f"# Ablation: {record['dataset']}" + (" (partial: the groups finished so far)" if record.get("partial")
+                                                   else ""), "",
              markdown_table(record["rows"], record["methods"], record["dataset"]), "",
              "ΔAUC: the option's AUC minus the same run's (class, seed, labelled anomalies, batches) without it; "
              "a seed's Δ is the mean over classes; ± is the standard deviation over seeds; (k/n): classes whose "
