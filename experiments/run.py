@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="affine-free BatchNorm in every conv block and hidden dense layer; statistics per run")
     p.add_argument("--dropout", type=float, help="dropout rate after every conv block and hidden dense layer "
                                                  "(default 0: off); each run draws its own masks")
+    p.add_argument("--conv_impl", help="how convolutions are computed: auto (default: fastest measured per backend), "
+                                       "xla or im2col; the same numbers up to float rounding")
     p.add_argument("--layer_norm", action="store_true", default=None,
                    help="bias-free LayerNorm in every conv block and hidden dense layer (docs/method.md)")
     p.add_argument("--residual", action="store_true", default=None,
@@ -151,7 +153,8 @@ def parse_methods(text: str) -> tuple[str, ...]:
 def config_from_args(a: argparse.Namespace, method: str = "imdad"):
     over = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "kappa", "anomaly_fraction",
                                        "anomaly_share", "conv_features", "dense_features", "margin_param",
-                                       "center_constraint", "batch_norm", "dropout", "layer_norm", "residual", "se_attention",
+                                       "center_constraint", "batch_norm", "dropout", "conv_impl", "layer_norm", "residual",
+                                       "se_attention",
                                        "projection",
                                        "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
                                        "shallow_max_train", "shallow_pca_dims", "n_folds", "preprocess", *OBJECTIVE_HP)

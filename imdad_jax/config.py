@@ -11,6 +11,7 @@ from typing import Any
 
 from imdad_jax.data.preprocess import PREPROCESSING
 from imdad_jax.models import ARCHITECTURES, MARGIN_PARAMS
+from imdad_jax.models.layers import CONV_IMPLS
 from imdad_jax.objectives import REGISTRY
 from imdad_jax.objectives.imdad import CENTER_CONSTRAINTS
 from imdad_jax.train.engine import EPOCH_MODES, STRATEGIES
@@ -75,6 +76,8 @@ class ExperimentConfig:
     projection: int = 0  # features of a final bias-free dense projection; 0 = none
     batch_norm: bool = False  # affine-free BatchNorm, per-run batch statistics (the reference LeNets')
     dropout: float = 0.0  # dropout rate after every hidden activation / pooling; per-run RNG; 0 = off
+    # how convolutions are computed (models.layers): auto = im2col for 1-2 input channels on CPU, XLA's otherwise
+    conv_impl: str = "auto"
     # optimisation (paper: Adam, lr 1e-4, MultiStepLR, 200 epochs, batch 150 for images)
     epochs: int = 200
     batch_size: int = 150
@@ -226,6 +229,8 @@ class ExperimentConfig:
             bad("layer widths must be >= 1")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             bad(f"dropout must be a rate in [0, 1) (0 = off), got {self.dropout!r}; e.g. --dropout=0.1")
+        if self.conv_impl not in CONV_IMPLS:
+            bad(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}; e.g. --conv_impl=xla")
         if self.projection < 0:
             bad(f"projection must be >= 0 (0 = no projection layer), got {self.projection}; e.g. --projection=32")
         if self.feature_patching:

@@ -97,7 +97,7 @@ def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...], method: str
     enc = build_encoder(cfg.arch, conv_features=cfg.conv_features, dense_features=cfg.dense_features,
                         use_bias=cfg.use_bias, layer_norm=cfg.layer_norm, residual=cfg.residual,
                         se_attention=cfg.se_attention, projection=cfg.projection, batch_norm=cfg.batch_norm,
-                        dropout=cfg.dropout)
+                        dropout=cfg.dropout, conv_impl=cfg.conv_impl)
     return obj.make_model(enc, tuple(input_shape), opts)
 
 

@@ -145,3 +145,19 @@ def test_config_and_cli_carry_the_options():
     assert (cfg.layer_norm, cfg.residual, cfg.se_attention, cfg.projection) == (True, True, True, 12)
     cfg = cli.config_from_args(cli.parse_args(base))
     assert (cfg.layer_norm, cfg.residual, cfg.se_attention, cfg.projection) == (False, False, False, 0)
+
+
+def test_conv_forms_train_to_the_same_auc():
+    # "auto" (im2col for the one-channel first layer on CPU) is the default: it must train what XLA's
+    # convolution trains, up to float rounding, through the whole experiment
+    xtr, ytr = make_class_images(30, n_classes=2, size=16, seed=0)
+    xte, yte = make_class_images(20, n_classes=2, size=16, seed=1)
+    ds = ImageDataset(xtr[..., None], ytr.astype(int), xte[..., None], yte.astype(int), ("0", "1"), "test")
+    aucs = {}
+    for impl in ("xla", "auto", "im2col"):
+        cfg = make_config("tiny", dataset="fmnist", classes=(0, 1), epochs=2, lr=1e-3, conv_impl=impl)
+        aucs[impl] = [row["auc"] for row in run_experiment(cfg, ds)["runs"]]
+    np.testing.assert_allclose(aucs["auto"], aucs["xla"], atol=2e-3)
+    np.testing.assert_allclose(aucs["im2col"], aucs["xla"], atol=2e-3)
+    with pytest.raises(ConfigError, match="conv_impl"):
+        make_config("tiny", conv_impl="fft")

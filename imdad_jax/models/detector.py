@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from imdad_jax.models.decoder import DenseDecoder
 from imdad_jax.models.encoders import CNNEncoder, MLPEncoder
 from imdad_jax.models.head import HypersphereHead
+from imdad_jax.models.layers import CONV_IMPLS
 
 
 class SphereDetector(nn.Module):
@@ -43,20 +44,25 @@ ARCHITECTURES = ("cnn2", "cnn3", "fc3")
 def build_encoder(arch: str, *, conv_features: Sequence[int] | None = None,
                   dense_features: Sequence[int] | None = None, use_bias: bool = False, layer_norm: bool = False,
                   residual: bool = False, se_attention: bool = False, projection: int = 0,
-                  batch_norm: bool = False, dropout: float = 0.0) -> nn.Module:
+                  batch_norm: bool = False, dropout: float = 0.0, conv_impl: str = "auto") -> nn.Module:
     """The encoder of a paper architecture (Table I): ``cnn2`` (28x28), ``cnn3`` (32x32x3), ``fc3`` (tabular).
 
     ``batch_norm``, ``dropout``, ``layer_norm``, ``residual``, ``se_attention`` and ``projection`` are the
     optional blocks of issue 10 (``CNNEncoder``, ``MLPEncoder``); off by default, which is the paper's network.
+    ``conv_impl`` (conv encoders): ``"auto"``, ``"xla"`` or ``"im2col"`` (``imdad_jax.models.layers``).
     """
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a rate in [0, 1), got {dropout}; e.g. dropout=0.1 (0 = off)")
     opts = dict(use_bias=use_bias, layer_norm=layer_norm, residual=residual, se_attention=se_attention,
                 projection=projection, batch_norm=batch_norm, dropout=dropout)
     if arch == "cnn2":
-        return CNNEncoder(tuple(conv_features or (16, 32)), tuple(dense_features or (128, 64, 32)), **opts)
+        return CNNEncoder(tuple(conv_features or (16, 32)), tuple(dense_features or (128, 64, 32)), **opts,
+                          conv_impl=conv_impl)
     if arch == "cnn3":
-        return CNNEncoder(tuple(conv_features or (32, 64, 128)), tuple(dense_features or (128, 64, 32)), **opts)
+        return CNNEncoder(tuple(conv_features or (32, 64, 128)), tuple(dense_features or (128, 64, 32)), **opts,
+                          conv_impl=conv_impl)
     if arch == "fc3":
         return MLPEncoder(tuple(dense_features or (64, 32, 16)), **opts)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
