@@ -92,12 +92,17 @@ def run_ablation(base: ExperimentConfig, dataset: ImageDataset, options: Sequenc
     return groups
 
 
-def _plain(tree: Any) -> Any:
+# Fields that change how a group is computed but not what (float rounding only; each is tested to give the same
+# numbers): a group trained under another value of these is kept on resume, not retrained.
+NUMERICS_ONLY = ("conv_impl", "strategy", "epoch_mode", "max_runs")
+
+
+def _plain(tree: Any, top: bool = True) -> Any:
     # a config read back from JSON has lists where the dataclass has tuples
     if isinstance(tree, dict):
-        return {k: _plain(v) for k, v in tree.items()}
+        return {k: _plain(v, False) for k, v in tree.items() if not (top and k in NUMERICS_ONLY)}
     if isinstance(tree, (list, tuple)):
-        return [_plain(v) for v in tree]
+        return [_plain(v, False) for v in tree]
     return tree
 
 
