@@ -14,8 +14,8 @@ Four sides, each timed for every R in ``--runs``:
     head (w, b, rho), the Lagrangian of ``imdad_jax/objectives/imdad.py`` and projected ascent on the duals,
     ``||c|| = 1`` by projection; one normal class after another.
 (c) ``jax_deep_svdd_lenet`` and ``jax_imdad_cnn2``: this library (``imdad_jax.train.fit``), all R runs as one
-    program: Deep SVDD with the LeNet-size encoder (MNIST_LeNet's convolutions, pools and dense layer; our
-    encoders have no BatchNorm, the reference's two are affine-free and elementwise) against (a), and IMD-AD
+    program: Deep SVDD with the LeNet-size encoder (MNIST_LeNet's convolutions, pools and dense layer, and since
+    issue 10 its two affine-free BatchNorms too: ``batch_norm=True``) against (a), and IMD-AD
     with CNN2+FC3 against (b).
 
 Data: Fashion-MNIST's training set from the Debian package (``load_fashion_mnist(None)``), pixels in [0, 1];
@@ -77,7 +77,7 @@ from imdad_jax.train import RunData, fit, plan_batches  # noqa: E402
 
 PAPER_CLASSES, PAPER_EPOCHS = 10, 200
 LR, WEIGHT_DECAY = 1e-4, 1e-6  # the paper's Adam settings, every side
-LENET = dict(conv_features=(8, 4), dense_features=(32,))  # MNIST_LeNet's shapes in our CNNEncoder
+LENET = dict(conv_features=(8, 4), dense_features=(32,), batch_norm=True)  # MNIST_LeNet in our CNNEncoder (affine-free BN too)
 CNN2 = dict(conv_features=(16, 32), dense_features=(128, 64, 32))  # imdad_jax.models.build_encoder("cnn2")
 
 SIDES = {
@@ -365,7 +365,7 @@ def side_jax(method: str, enc_kw: dict, data: RunData, keys: np.ndarray, seconds
                 timed_epochs=epochs - 1, strategy=res.strategy, epoch_mode=res.epoch_mode,
                 diverged=int(res.diverged.sum()),
                 model=(f"CNNEncoder conv {tuple(enc_kw['conv_features'])}, dense {tuple(enc_kw['dense_features'])}, "
-                       "no BN, bias-free + head"),
+                       f"{'BatchNorm (affine-free)' if enc_kw.get('batch_norm') else 'no BN'}, bias-free + head"),
                 how=f"imdad_jax.train.fit, {res.strategy}/{res.epoch_mode}, all {n_runs} runs as one program")
 
 
