@@ -81,7 +81,7 @@ def run_ablation(base: ExperimentConfig, dataset: ImageDataset, options: Sequenc
         for option in (BASELINE, *options):
             cfg = option_config(base, method, option)
             key = f"{method}/{option}"
-            if key in groups and _plain(groups[key]["config"]) == _plain(cfg.to_dict()):
+            if key in groups and same_config(groups[key]["config"], cfg.to_dict()):
                 continue
             t0 = time.perf_counter()
             out = run_experiment(cfg, dataset)
@@ -95,6 +95,16 @@ def run_ablation(base: ExperimentConfig, dataset: ImageDataset, options: Sequenc
 # Fields that change how a group is computed but not what (float rounding only; each is tested to give the same
 # numbers): a group trained under another value of these is kept on resume, not retrained.
 NUMERICS_ONLY = ("conv_impl", "strategy", "epoch_mode", "max_runs")
+
+
+def same_config(stored: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a group saved with config ``stored`` is the group ``current`` asks for.
+
+    Fields in ``NUMERICS_ONLY`` are ignored; so are fields ``stored`` lacks (a later version's additions, whose
+    defaults keep the earlier behaviour), so a sweep resumes across versions; every field it has must match.
+    """
+    a, b = _plain(stored), _plain(current)
+    return all(k in b and a[k] == b[k] for k in a)
 
 
 def _plain(tree: Any, top: bool = True) -> Any:

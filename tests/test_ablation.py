@@ -61,3 +61,13 @@ def test_subsample_is_stratified_and_deltas_refuse_mismatched_runs(fake_fmnist_d
     runs = lambda seeds: [{"normal_class": 0, "seed": s, "auc": 0.5} for s in seeds]  # noqa: E731
     with pytest.raises(ValueError, match="different runs"):
         deltas({"imdad/baseline": {"runs": runs((0, 1))}, "imdad/zca": {"runs": runs((0, 2))}}, "imdad", "zca")
+
+
+def test_resume_keeps_groups_across_numerics_only_fields_and_later_fields():
+    from imdad_jax.ablation import same_config
+    stored = make_config("tiny", conv_impl="xla").to_dict()
+    stored = {k: (list(v) if isinstance(v, tuple) else v) for k, v in stored.items()}  # as read back from JSON
+    later = {**make_config("tiny").to_dict(), "a_later_field": 1}
+    assert same_config(stored, later)
+    assert not same_config(stored, make_config("tiny", batch_norm=True).to_dict())
+    assert not same_config({**stored, "a_removed_field": 0}, later)

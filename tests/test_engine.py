@@ -168,6 +168,6 @@ def test_auto_strategy_loops_convolutions_on_cpu_and_vmaps_dense_models():
     mlp = build_detector("fc3", dense_features=(8, 4))
     assert has_conv(cnn, jnp.zeros((1, 8, 8, 1))) and not has_conv(mlp, jnp.zeros((1, 5)))
     assert resolve_strategy("auto", "auto", "cpu", has_conv=True) == ("loop", "steps")
-    assert resolve_strategy("auto", "auto", "cpu", has_conv=False) == ("vmap", "steps")
+    assert resolve_strategy("auto", "auto", "cpu", has_conv=False) == ("vmap", "scan")
     assert resolve_strategy("auto", "auto", "gpu", has_conv=True) == ("vmap", "scan")
     assert resolve_strategy("loop", "scan", "gpu", has_conv=False) == ("loop", "scan")

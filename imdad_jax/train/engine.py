@@ -33,8 +33,8 @@ EPOCH_MODES = ("auto", "scan", "steps")
 
 def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: str | None = None,
                      has_conv: bool = True) -> tuple[str, str]:
-    """Pick (strategy, epoch_mode): vmap + scan on accelerators; on CPU, steps, and loop for convolutional
-    models but vmap for dense-only ones (``benchmarks/results_strategies*.md`` have the measurements)."""
+    """Pick (strategy, epoch_mode): vmap + scan on accelerators; on CPU, loop + steps for convolutional models
+    and vmap + scan for dense-only ones (``benchmarks/results_strategies*.md``, ``results_runs_*.md``)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if epoch_mode not in EPOCH_MODES:
@@ -46,7 +46,10 @@ def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: 
         # runs; a vmapped matmul is a plain batched matmul, faster than looping tiny ones.
         strategy = "loop" if on_cpu and has_conv else "vmap"
     if epoch_mode == "auto":
-        epoch_mode = "steps" if on_cpu else "scan"
+        # A scanned epoch of convolutions runs 3-4x slower on XLA:CPU than a loop of jitted steps; for dense-only
+        # models the scan saves the per-step dispatch and wins at every run count measured (FC3, batch 50:
+        # 2.2x at 1 run, 1.1x at 100, 1.4x at 1000; benchmarks/results_runs_fc3.md).
+        epoch_mode = "steps" if on_cpu and has_conv else "scan"
     return strategy, epoch_mode
 
 
