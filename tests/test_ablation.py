@@ -39,7 +39,9 @@ def test_ablation_command_writes_real_deltas_and_resumes(fake_fmnist_dir, tmp_pa
     assert row["imdad"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
     assert row["simulated_bonus"] == SIMULATED_BONUS["batch_norm"]
     md = (tmp_path / "fmnist_ablation.md").read_text()
-    assert "`batch_norm`" in md and "+0.5" in md and "commit" in md and "none given" in md
+    assert "`batch_norm`" in md and "+0.5" in md and "commit" in md
+    combined = (tmp_path / "ablation.md").read_text()  # every finished dataset in one table
+    assert f"| `batch_norm` | fmnist | {100 * row['imdad']['mean']:+.2f} ± {100 * row['imdad']['std']:.2f} |" in combined
     # a second call with the same settings trains nothing: every group is already there
     capsys.readouterr()
     assert cli.main(argv) == 0
