@@ -97,8 +97,17 @@ def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...], method: str
     enc = build_encoder(cfg.arch, conv_features=cfg.conv_features, dense_features=cfg.dense_features,
                         use_bias=cfg.use_bias, layer_norm=cfg.layer_norm, residual=cfg.residual,
                         se_attention=cfg.se_attention, projection=cfg.projection, batch_norm=cfg.batch_norm,
-                        dropout=cfg.dropout, conv_impl=cfg.conv_impl)
+                        dropout=cfg.dropout, conv_impl=model_conv_impl(cfg))
     return obj.make_model(enc, tuple(input_shape), opts)
+
+
+def model_conv_impl(cfg: ExperimentConfig) -> str:
+    """The convolution form for the config: its own, except that ``auto`` with the run axis vmapped on CPU is
+    im2col in every layer (XLA:CPU runs a vmapped convolution as a batch-grouped one, 4.2x slower than the
+    batched matmul im2col becomes for CNN2; ``benchmarks/RESULTS.md``, "CPU convolution forms")."""
+    if cfg.conv_impl == "auto" and cfg.strategy == "vmap" and jax.default_backend() == "cpu":
+        return "im2col"
+    return cfg.conv_impl
 
 
 def resolve_hyperparams(cfg: ExperimentConfig, obj: ModuleType) -> dict[str, float]:

@@ -161,3 +161,11 @@ def test_conv_forms_train_to_the_same_auc():
     np.testing.assert_allclose(aucs["im2col"], aucs["xla"], atol=2e-3)
     with pytest.raises(ConfigError, match="conv_impl"):
         make_config("tiny", conv_impl="fft")
+
+
+def test_vmapped_conv_runs_on_cpu_use_im2col_everywhere():
+    from imdad_jax.experiment import build_model, model_conv_impl
+    assert model_conv_impl(make_config("tiny", strategy="vmap")) == "im2col"  # the tests run on CPU
+    assert model_conv_impl(make_config("tiny", strategy="loop")) == "auto"
+    assert model_conv_impl(make_config("tiny", strategy="vmap", conv_impl="xla")) == "xla"  # an explicit choice
+    assert build_model(make_config("tiny", strategy="vmap"), (16, 16, 1)).encoder.conv_impl == "im2col"
