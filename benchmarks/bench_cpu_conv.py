@@ -40,7 +40,6 @@ timed under both). Writes ``--out``.json and ``--out``.md and prints the table.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import json
 import os
@@ -248,21 +247,7 @@ def torch_available() -> bool:
 
 # ------------------------------------------------------------------------------------------------ timing
 
-_LIBC = None
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers
-
-
-def set_malloc(mode: str) -> bool:
-    """``no_mmap``: no mmap'd blocks and a 1 GiB trim threshold, so freed memory stays mapped for the next
-    step; ``default``: glibc's defaults back. False where glibc's mallopt is not there (not Linux/glibc)."""
-    global _LIBC
-    try:
-        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
-        if mode == "no_mmap":
-            return bool(_LIBC.mallopt(M_MMAP_MAX, 0)) and bool(_LIBC.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-        return bool(_LIBC.mallopt(M_MMAP_MAX, 65536)) and bool(_LIBC.mallopt(M_TRIM_THRESHOLD, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
+from imdad_jax.io.host import set_malloc  # noqa: E402  (the library's own allocator switch)
 
 
 def time_round(cfg: Config, seconds: float, malloc: str, warm: bool) -> None:

@@ -24,6 +24,7 @@ from run import load_dataset  # noqa: E402
 from imdad_jax.ablation import OPTIONS, delta_rows, markdown_table, run_ablation, subsample  # noqa: E402
 from imdad_jax.config import ConfigError, make_config  # noqa: E402
 from imdad_jax.io.compile_cache import enable_compile_cache  # noqa: E402
+from imdad_jax.io.host import tune_host_allocator  # noqa: E402
 from imdad_jax.io.results import atomic_write, provenance  # noqa: E402
 
 
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     enable_compile_cache()
+    tune_host_allocator()  # XLA:CPU steps ~1.2x faster (imdad_jax.io.host)
     options = tuple(OPTIONS) if a.options == "all" else tuple(o.strip() for o in a.options.split(",") if o.strip())
     unknown = [o for o in options if o not in OPTIONS]
     if unknown:
@@ -170,7 +172,7 @@ def write_markdown(path: Path, record: dict, base) -> None:
              "mean Δ over seeds is positive. The simulated bonuses are the fixed numbers the course report "
              "added (section III), not measurements.", "",
              f"- data: {record['source']}",
-             f"- options: " + ", ".join(f"`{k}` = {v}" for k, v in record["options"].items()),
+             "- options: " + ", ".join(f"`{k}` = {v}" for k, v in record["options"].items()),
              f"- schedule: preset `{base.preset}`, {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}, "
              f"arch {base.arch} conv {base.conv_features} dense {base.dense_features}, classes {list(base.classes)}, "
              f"seeds {list(base.seeds)}, anomaly fraction {base.anomaly_fraction} (IMD-AD)",

@@ -85,7 +85,10 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
     import jax
 
     from imdad_jax.io.compile_cache import enable_compile_cache
+    from imdad_jax.io.host import tune_host_allocator
+
     enable_compile_cache()
+    tune_host_allocator()  # XLA:CPU steps ~1.2x faster (imdad_jax.io.host)
 
     from imdad_jax import interpret as ix
     from imdad_jax import plots

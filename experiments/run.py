@@ -242,7 +242,10 @@ def run_dataset(a: argparse.Namespace, argv: list[str] | None, missing_ok: bool 
         import jax  # noqa: F401  (after the cheap checks: importing JAX takes seconds)
 
         from imdad_jax.io.compile_cache import enable_compile_cache
+        from imdad_jax.io.host import tune_host_allocator
+
         enable_compile_cache()
+        tune_host_allocator()  # XLA:CPU steps ~1.2x faster (imdad_jax.io.host)
 
         from imdad_jax.experiment import objective_options, run_hyperparams
         for cfg in cfgs:  # every method's hyperparameters checked before anything trains

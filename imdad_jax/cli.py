@@ -628,8 +628,10 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(a, name, None) is not None and getattr(a, name) < 1:
                 raise CliError(f"--{name} must be at least 1")
         from imdad_jax.io.compile_cache import enable_compile_cache
+        from imdad_jax.io.host import tune_host_allocator
 
         enable_compile_cache()  # the second train/score of the same shapes skips XLA compilation
+        tune_host_allocator()  # XLA:CPU steps ~1.2x faster (imdad_jax.io.host)
         return a.func(a)
     except CliError as e:
         print(f"error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)  # one line, whatever the message held
