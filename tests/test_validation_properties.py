@@ -746,3 +746,15 @@ def test_protocol_refuses_a_single_class():
     x = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(ValueError, match="y has a single class; the protocol needs other classes as anomalies"):
         cv_runs(x, np.zeros(20, int), [0], seeds=[0])
+
+
+def test_idx_header_with_an_empty_axis_beside_huge_ones_is_a_data_file_error(tmp_path):
+    # found by test_idx_damaged_bytes_give_a_data_file_error_or_a_consistent_array: the header sizes to 0 bytes,
+    # which the file holds, but numpy refuses the shape (it used to raise a bare ValueError from reshape)
+    import struct
+
+    from imdad_jax.data.idx import DataFileError, read_idx
+    path = tmp_path / "damaged-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 3506438144, 2634022912, 0))
+    with pytest.raises(DataFileError, match="no array can have"):
+        read_idx(path)

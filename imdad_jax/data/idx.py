@@ -43,7 +43,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) - header != need:
         raise DataFileError(f"{path}: IDX header says shape {shape} ({need} bytes of data) but the file holds "
                             f"{len(raw) - header}; the file is truncated or corrupt, fetch it again")
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
+    except ValueError:  # an empty axis beside axes too large for numpy (a damaged header that sizes to 0 bytes)
+        raise DataFileError(f"{path}: IDX header says shape {shape}, which no array can have; the file is corrupt, "
+                            "fetch it again") from None
+    return data.astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
