@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from imdad_jax.io import atomic_write, provenance  # noqa: E402
+from imdad_jax.io.results import cpu_model  # noqa: E402
 from imdad_jax.models.layers import Conv, max_pool_2x2, resolve_conv_impl  # noqa: E402
 
 LR, WEIGHT_DECAY = 1e-4, 1e-6  # the paper's Adam settings, as bench_vs_pytorch.py
@@ -276,17 +277,6 @@ def summarize(cfg: Config, malloc: str, batch: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ report
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
 
 def ratios(rows: list[dict]) -> list[dict]:
     """Each JAX row's run-steps/s over the PyTorch rows' (same encoder, same malloc setting)."""

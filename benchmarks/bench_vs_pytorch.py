@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -71,6 +70,7 @@ import numpy as np  # noqa: E402
 from imdad_jax.data import load_fashion_mnist, one_vs_rest_runs, preprocess_images  # noqa: E402
 from imdad_jax.data.fashion_mnist import DataNotFoundError  # noqa: E402
 from imdad_jax.io import atomic_write, provenance  # noqa: E402
+from imdad_jax.io.results import cpu_model  # noqa: E402
 from imdad_jax.models import build_encoder  # noqa: E402
 from imdad_jax.objectives import get_objective  # noqa: E402
 from imdad_jax.train import RunData, fit, plan_batches  # noqa: E402
@@ -443,16 +443,6 @@ def markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
               f"weight decay {WEIGHT_DECAY}; load average {meta['loadavg_start'][0]:.2f} at the start, "
               f"{meta['loadavg_end'][0]:.2f} at the end", ""]
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

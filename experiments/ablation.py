@@ -19,20 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import load_dataset  # noqa: E402
+from run import _ints, load_dataset  # noqa: E402
 
 from imdad_jax.ablation import OPTIONS, delta_rows, markdown_table, run_ablation, subsample  # noqa: E402
 from imdad_jax.config import ConfigError, make_config  # noqa: E402
 from imdad_jax.io.compile_cache import enable_compile_cache  # noqa: E402
 from imdad_jax.io.host import tune_host_allocator  # noqa: E402
 from imdad_jax.io.results import atomic_write, provenance  # noqa: E402
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

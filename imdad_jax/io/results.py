@@ -17,6 +17,17 @@ import numpy as np
 _PACKAGES = ("imdad-jax", "jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn", "scipy")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows: for benchmark headers."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command, git commit (and whether the tree was dirty), package versions, device, time."""
     import jax
