@@ -2,8 +2,9 @@
 
 Two fresh interpreters, 2 CPU devices each, join through a coordinator on localhost and shard 6 runs
 over their 4 devices (``fit(strategy="vmap")``); each writes every run's final parameters, diagnostics,
-a per-epoch snapshot and test scores. This file is also the worker: ``python test_distributed.py PORT
-PROCESS_ID INPUTS OUT``.
+a per-epoch snapshot and test scores. Then the same sweep again, checkpointed by both into one folder,
+stopped after epoch 2 and resumed. This file is also the worker: ``python test_distributed.py PORT
+PROCESS_ID INPUTS OUT CHECKPOINT_DIR``.
 """
 from __future__ import annotations
 
@@ -44,10 +45,15 @@ def make_inputs(path: str) -> None:
              m_valid=data.m_valid, keys=keys, x_test=x_test)
 
 
-def sweep(inputs: str, devices: list | None = None) -> dict[str, np.ndarray]:
-    """IMD-AD on FC3 for the runs in ``inputs``, 3 epochs: every run's numbers as flat named numpy arrays."""
+def sweep(inputs: str, devices: list | None = None, checkpoint_dir: str | None = None, stop_after: int | None = None,
+          resume: bool = False) -> dict[str, np.ndarray]:
+    """IMD-AD on FC3 for the runs in ``inputs``, 3 epochs: every run's numbers as flat named numpy arrays.
+
+    ``checkpoint_dir``: checkpoint every epoch there; ``stop_after``: stop (``TrainingInterrupted``) after that
+    many epochs; ``resume``: continue from the newest checkpoint."""
     import jax
 
+    from imdad_jax.io.checkpoints import RunCheckpointer
     from imdad_jax.models import build_detector
     from imdad_jax.objectives import get_objective
     from imdad_jax.train import RunData, fit
@@ -61,19 +67,31 @@ def sweep(inputs: str, devices: list | None = None) -> dict[str, np.ndarray]:
     values = {"lr": 1e-2, "weight_decay": 1e-6, "nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1}
     hp = {k: np.full(data.n_runs, v, np.float32) for k, v in values.items()}
     model = build_detector("fc3", dense_features=(16, 8))
-    res = fit(model, obj, opts, data, hp, a["keys"], epochs=3, batch_size=16, milestones=(2,), strategy="vmap",
-              epoch_mode="steps", devices=devices, snapshot_epochs=(1,))
+    ckpt = RunCheckpointer(checkpoint_dir, every=1, fingerprint={"test": "distributed"}) if checkpoint_dir else None
+    asked = []  # fit asks should_stop once after each epoch
+    stop = (lambda: asked.append(1) or len(asked) >= stop_after) if stop_after else None
+    try:
+        res = fit(model, obj, opts, data, hp, a["keys"], epochs=3, batch_size=16, milestones=(2,), strategy="vmap",
+                  epoch_mode="steps", devices=devices, snapshot_epochs=() if resume else (1,), checkpoint=ckpt,
+                  resume=resume, should_stop=stop)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     scores = apply_runs(lambda p, xb: obj.score(p[0], p[1], model, xb, opts),
                         (res.state.params, res.state.obj_state), a["x_test"])
     out = {"scores": scores, "diverged": res.diverged, **{f"history/{k}": v for k, v in res.history.items()}}
-    named = {"state": (res.state.params, res.state.obj_state), "snapshot1": res.snapshots[1]}
+    named = {"state": (res.state.params, res.state.obj_state)}
+    if resume:  # where it resumed (a fit that started afresh would end with the same numbers)
+        out["start_epoch"] = np.asarray(res.start_epoch)
+    else:  # a resumed fit has snapshots of the epochs it trained only
+        named["snapshot1"] = res.snapshots[1]
     for prefix, tree in named.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
             out[prefix + jax.tree_util.keystr(path)] = np.asarray(leaf)
     return out
 
 
-def _worker(port: int, process_id: int, inputs: str, out: str) -> None:
+def _worker(port: int, process_id: int, inputs: str, out: str, checkpoint_dir: str) -> None:
     import jax
 
     jax.config.update("jax_num_cpu_devices", LOCAL_DEVICES)
@@ -85,20 +103,17 @@ def _worker(port: int, process_id: int, inputs: str, out: str) -> None:
     result = sweep(inputs)
     np.savez(out, **result)
 
-    from imdad_jax.train import fit
-
-    class Checkpointer:  # never consulted: fit refuses checkpoints across processes before training
-        directory = "unused"
+    # Preempted and resumed: both processes checkpoint into one folder (Orbax: process 0 writes, all wait),
+    # stop after epoch 2, and a fresh fit of each resumes from the folder.
+    from imdad_jax.train import TrainingInterrupted
 
     try:
-        fit(None, None, None, None, {}, np.zeros((1, 2), np.uint32), epochs=1, batch_size=1,
-            checkpoint=Checkpointer())
-    except ValueError as e:
-        refused = "single-process" in str(e)
+        sweep(inputs, checkpoint_dir=checkpoint_dir, stop_after=2)
+    except TrainingInterrupted as e:
+        assert e.epoch == 2, e
     else:
-        refused = False
-    with open(out + ".checkpoint_refused", "w") as f:
-        f.write(str(refused))
+        raise AssertionError("fit did not stop after epoch 2")
+    np.savez(out + ".resumed.npz", **sweep(inputs, checkpoint_dir=checkpoint_dir, resume=True))
 
 
 def _free_port() -> int:
@@ -114,7 +129,8 @@ def _train_in_two_processes(inputs: str, tmp_path) -> list[dict[str, np.ndarray]
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.pop("XLA_FLAGS", None)  # the worker sets its own device count
     outs = [str(tmp_path / f"process{i}.npz") for i in range(N_PROCESSES)]
-    procs = [subprocess.Popen([sys.executable, __file__, str(port), str(i), inputs, outs[i]], env=env,
+    checkpoint_dir = str(tmp_path / "checkpoints")  # one folder for both, as a shared file system would be
+    procs = [subprocess.Popen([sys.executable, __file__, str(port), str(i), inputs, outs[i], checkpoint_dir], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(N_PROCESSES)]
     deadline = time.monotonic() + TIMEOUT_S
@@ -128,13 +144,11 @@ def _train_in_two_processes(inputs: str, tmp_path) -> list[dict[str, np.ndarray]
         logs = [p.communicate() for p in procs]
         raise AssertionError(f"the processes took over {TIMEOUT_S} s:\n" + _stderr(logs)) from None
     assert all(p.returncode == 0 for p in procs), "a process failed:\n" + _stderr(logs)
-    for o in outs:
-        with open(o + ".checkpoint_refused") as f:
-            assert f.read() == "True", "fit accepted a checkpoint with two processes"
     loaded = []
     for o in outs:
-        with np.load(o) as z:
-            loaded.append({k: z[k] for k in z.files})
+        for path in (o, o + ".resumed.npz"):
+            with np.load(path) as z:
+                loaded.append({k: z[k] for k in z.files})
     return loaded
 
 
@@ -156,11 +170,17 @@ def test_two_processes_train_one_sharded_sweep(tmp_path):
 
     inputs = str(tmp_path / "inputs.npz")
     make_inputs(inputs)
-    p0, p1 = _train_in_two_processes(inputs, tmp_path)
+    p0, p0_resumed, p1, p1_resumed = _train_in_two_processes(inputs, tmp_path)
     assert p0["scores"].shape == (6, 60) and p0["history/loss"].shape == (3, 6)
     assert p0["state[0]['params']['head']['w']"].shape == (6, 8)
     # both processes hold every run's numbers, bit for bit: one computation, gathered
     _assert_close(p1, p0, atol=0)
+    # stopped after epoch 2 and resumed from the checkpoint both processes wrote: the uninterrupted numbers
+    uninterrupted = {k: v for k, v in p0.items() if not k.startswith("snapshot1")}
+    for resumed in (p0_resumed, p1_resumed):
+        assert int(resumed.pop("start_epoch")) == 2
+        _assert_close(resumed, uninterrupted, atol=0)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "3"]  # the newest two kept
     # one process over the same 4 devices runs the same per-device programs
     _assert_close(p0, sweep(inputs, jax.devices()[:4]), atol=1e-5)
     # one device batches all 6 runs in one program: equal up to float rounding
@@ -171,4 +191,4 @@ def test_two_processes_train_one_sharded_sweep(tmp_path):
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])

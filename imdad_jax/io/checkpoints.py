@@ -13,6 +13,14 @@ Orbax writes each checkpoint into a temporary folder and renames it when complet
 leaves the previous checkpoint intact and ``latest_epoch`` never sees a half-written one.
 A run whose state went non-finite keeps the state of its last good checkpoint (``save`` merges per run), so one
 diverged run of a sweep cannot overwrite its own last good parameters.
+
+Across processes (``jax.distributed``, ``docs/scaling.md``) every process calls ``save`` and ``restore`` with the
+same host arrays (``fit`` gathers every run's state into each process) on the same folder: Orbax writes the
+replicated numpy arrays from process 0 and makes the others wait for it, and every process reads the checkpoint
+back. The folder must therefore be one that every process sees (one machine's disk, or a shared file system such
+as NFS or a mounted bucket). The whole state passes through each host, which suits sweeps of small detectors
+(CNN2+FC3 with Adam: about 2.7 MB a run); ``tests/test_distributed.py`` stops a two-process sweep after epoch 2
+and resumes it to the uninterrupted numbers, bit for bit.
 """
 from __future__ import annotations
 

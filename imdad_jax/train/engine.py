@@ -169,9 +169,6 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if checkpoint is not None and jax.process_count() > 1:
-        raise ValueError(f"checkpoints are single-process for now, but this is one of {jax.process_count()} "
-                         "processes (jax.distributed): train without checkpoint=, or in one process")
     sample_x = jnp.asarray(data.x[:1])
     strategy, epoch_mode = resolve_strategy(strategy, epoch_mode, has_conv=has_conv(model, sample_x))
     n_runs = data.n_runs
