@@ -220,7 +220,7 @@ def _max_pool_2x2_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 
 def _max_pool_2x2_bwd(tap: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray]:
-    n, h2, w2, c = tap.shape
+    _, h2, w2, _ = tap.shape
     up = lambda a: jnp.repeat(jnp.repeat(a, 2, axis=1), 2, axis=2)  # noqa: E731
     row = lax.broadcasted_iota(tap.dtype, (1, 2 * h2, 2 * w2, 1), 1) % 2
     col = lax.broadcasted_iota(tap.dtype, (1, 2 * h2, 2 * w2, 1), 2) % 2
