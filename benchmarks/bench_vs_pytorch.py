@@ -200,9 +200,12 @@ def make_ref_dataset(base_cls: type, x_nchw: "torch.Tensor"):
     return ArrayADDataset(x_nchw)
 
 
-def side_torch_deep_svdd(data: RunData, n_runs: int, seconds: float, batch: int) -> dict[str, Any]:
+def side_torch_deep_svdd(data: RunData, n_runs: int, seconds: float, batch: int, device: str = "cpu"
+                         ) -> dict[str, Any]:
     """Each run: the reference's ``train`` for one epoch (its center pass + epoch: the warm-up), then ``train``
-    again for as many epochs as fill this run's share of the seconds (the center is kept, so no second pass)."""
+    again for as many epochs as fill this run's share of the seconds (the center is kept, so no second pass).
+    ``device``: the reference trainer's own ``device`` argument (it moves the net there and each batch as it
+    comes off the DataLoader, and reads every step's loss back with ``.item()``, so its timing is synchronous)."""
     Trainer, LeNet, Base = import_reference()
     warm_s, warm_steps, steady_s, steady_steps, samples, macs = 0.0, 0, 0.0, 0, 0, 0
     for r in range(n_runs):
@@ -212,7 +215,7 @@ def side_torch_deep_svdd(data: RunData, n_runs: int, seconds: float, batch: int)
         net = LeNet()
         macs = torch_macs(net, ds.train_set.tensors[0])
         trainer = Trainer("one-class", 0.0, None, 0.1, optimizer_name="adam", lr=LR, n_epochs=1, lr_milestones=(),
-                          batch_size=batch, weight_decay=WEIGHT_DECAY, device="cpu", n_jobs_dataloader=0)
+                          batch_size=batch, weight_decay=WEIGHT_DECAY, device=device, n_jobs_dataloader=0)
         spe = len(ds.loaders(batch_size=batch)[0])
         t = time.perf_counter()
         net = trainer.train(ds, net)
@@ -270,9 +273,11 @@ class TorchSphereHead(tnn.Module):
 
 
 def side_torch_imdad(data: RunData, n_runs: int, seconds: float, batch: int, warmup_steps: int,
-                     hp: dict[str, float]) -> dict[str, Any]:
+                     hp: dict[str, float], device: str = "cpu") -> dict[str, Any]:
     """One normal class after another: DataLoader over the run's normals + labelled anomalies, Adam (weight decay
-    on the encoder only), the Lagrangian, projected dual ascent, ``w <- 2w/||w||`` after each step."""
+    on the encoder only), the Lagrangian, projected dual ascent, ``w <- 2w/||w||`` after each step. On a GPU
+    (``device="cuda"``) the model lives there and each batch is moved there as it comes off the DataLoader, as
+    the reference trainer does; the dual step's ``.item()`` makes every step synchronous."""
     from torch.utils.data import DataLoader, TensorDataset
 
     nu, nu1, nu2, eta = hp["nu"], hp["nu1"], hp["nu2"], hp["dual_lr"]
@@ -285,11 +290,13 @@ def side_torch_imdad(data: RunData, n_runs: int, seconds: float, batch: int, war
         torch.manual_seed(r)
         enc, head = TorchCNN2FC3(), TorchSphereHead()
         macs = torch_macs(enc, x)
+        enc, head = enc.to(device), head.to(device)
         opt = torch.optim.Adam([{"params": enc.parameters(), "weight_decay": WEIGHT_DECAY},
                                 {"params": head.parameters(), "weight_decay": 0.0}], lr=LR)
         duals = {"mu_R": 0.0, "mu_rho": 0.0}  # mu_h stays 0: ||c|| = 1 is held by projection
 
         def step(xb, yb) -> float:
+            xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad()
             s = head(enc(xb))
             r2 = head.b + (head.w ** 2).sum() / 4.0
@@ -371,6 +378,19 @@ def side_jax(method: str, enc_kw: dict, data: RunData, keys: np.ndarray, seconds
 
 # ----------------------------------------------------------------------------------------------- report
 
+def resolve_torch_device(name: str) -> str:
+    """``cpu``, ``cuda`` or ``auto``: cuda when PyTorch sees a GPU and JAX runs on one, so that both sides are
+    timed on the same accelerator; cpu otherwise. Asking for cuda without one is an error, not a silent CPU run."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"--torch_device must be auto, cpu or cuda, got {name!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--torch_device=cuda, but PyTorch sees no GPU (torch.cuda.is_available() is False); "
+                         "install a CUDA build of PyTorch or pass --torch_device=cpu")
+    return name
+
+
 def finish_row(row: dict[str, Any], n_runs: int, batch: int, steps_per_epoch: int) -> dict[str, Any]:
     """Rates, the warm-up's excess over its steps at the steady rate, and the paper protocol's projected wall."""
     run_steps_per_s = row["steady_steps"] / row["steady_s"]
@@ -423,7 +443,8 @@ protocol wall / ours'.
 
 
 def markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
-    lines = [f"## {meta['utc']}: {meta['cpu_model']} ({meta['cpu_count']} cores), {meta['data']}", "",
+    gpu = f"{meta['devices']} ({meta['backend']}), " if meta.get("backend", "cpu") != "cpu" else ""
+    lines = [f"## {meta['utc']}: {gpu}{meta['cpu_model']} ({meta['cpu_count']} cores), {meta['data']}", "",
              "| R | side | model | MMAC/sample | warm-up s | steps/s | run-steps/s | samples/s | protocol wall |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -437,7 +458,8 @@ def markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
     lines += ["", f"- command: `{meta['command']}`",
               f"- commit: `{meta['git_commit']}`{' (tree dirty)' if meta['git_dirty'] else ''}; reference "
               f"lukasruff/Deep-SVDD-PyTorch `{REF_COMMIT}`",
-              f"- torch {v['torch']} ({meta['torch_threads']} threads), jax {v['jax']} / jaxlib {v['jaxlib']} "
+              f"- torch {v['torch']} (on {meta.get('torch_gpu') or meta.get('torch_device', 'cpu')}, "
+              f"{meta['torch_threads']} threads), jax {v['jax']} / jaxlib {v['jaxlib']} "
               f"(default threading, {meta['devices']}), flax {v['flax']}, optax {v['optax']}, python {meta['python']}",
               f"- batch {meta['batch']}, about {meta['seconds']} s of steady state per side and R; lr {LR}, "
               f"weight decay {WEIGHT_DECAY}; load average {meta['loadavg_start'][0]:.2f} at the start, "
@@ -457,6 +479,9 @@ def main() -> int:
     p.add_argument("--probe_steps", type=int, default=2, help="ours: steps per epoch of the sizing probe")
     p.add_argument("--torch_warmup_steps", type=int, default=5, help="(b): warm-up steps per run")
     p.add_argument("--torch_threads", type=int, default=0, help="torch.set_num_threads (0: os.cpu_count())")
+    p.add_argument("--torch_device", default="auto",
+                   help="the PyTorch sides' device: cpu, cuda, or auto (cuda when PyTorch sees a GPU and JAX's "
+                        "default backend is a GPU too, so both sides share the accelerator; else cpu)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results_vs_pytorch"), help="writes OUT.json")
     p.add_argument("--md", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="markdown section appended here")
     a = p.parse_args()
@@ -469,6 +494,7 @@ def main() -> int:
         p.error("--runs must be >= 1 and --seconds > 0")
 
     torch.set_num_threads(a.torch_threads or os.cpu_count() or 1)
+    torch_device = resolve_torch_device(a.torch_device)
     load_start = os.getloadavg()
     if load_start[0] > 0.25 * (os.cpu_count() or 1):
         print(f"note: load average {load_start[0]:.2f} on {os.cpu_count()} cores: other work is running, so these "
@@ -476,8 +502,8 @@ def main() -> int:
     warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\).*")  # the reference's step order
     x, y, source = load_images(a.synthetic)
     imdad_hp = dict(get_objective("imdad").DEFAULT_HP)
-    print(f"data: {source}; torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__} "
-          f"({jax.default_backend()})", flush=True)
+    print(f"data: {source}; torch {torch.__version__} ({torch_device}, {torch.get_num_threads()} threads), "
+          f"jax {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind})", flush=True)
 
     rows: list[dict] = []
     for n_runs in runs:
@@ -489,9 +515,10 @@ def main() -> int:
             label, method, framework, _ = SIDES[side]
             t = time.perf_counter()
             if side == "torch_deep_svdd_ref":
-                row = side_torch_deep_svdd(data, n_runs, a.seconds, a.batch_size)
+                row = side_torch_deep_svdd(data, n_runs, a.seconds, a.batch_size, torch_device)
             elif side == "torch_imdad_cnn2":
-                row = side_torch_imdad(data, n_runs, a.seconds, a.batch_size, a.torch_warmup_steps, imdad_hp)
+                row = side_torch_imdad(data, n_runs, a.seconds, a.batch_size, a.torch_warmup_steps, imdad_hp,
+                                       torch_device)
             else:
                 row = side_jax(method, LENET if method == "deep_svdd" else CNN2, data, keys, a.seconds, a.batch_size,
                                a.strategy, a.epoch_mode, a.probe_steps)
@@ -514,7 +541,9 @@ def main() -> int:
 
     prov = provenance()
     prov["versions"]["torch"] = torch.__version__
-    meta = {**prov, "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+    meta = {**prov, "cpu_model": cpu_model(), "torch_device": torch_device, "torch_threads": torch.get_num_threads(),
+            "torch_gpu": torch.cuda.get_device_name() if torch_device == "cuda" else None,
+            "jax_device_kind": jax.devices()[0].device_kind,
             "torch_interop_threads": torch.get_num_interop_threads(), "xla_flags": os.environ.get("XLA_FLAGS"),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
             "data": source, "batch": a.batch_size, "seconds": a.seconds, "reference_commit": REF_COMMIT,
