@@ -120,8 +120,11 @@ def conv2d_im2col(x: jnp.ndarray, kernel: jnp.ndarray, pads: Sequence[tuple[int,
     xt = jnp.transpose(x, (3, 0, 1, 2))
     if cin > 1:
         xt = lax.optimization_barrier(xt)
-    windows = [xt[:, :, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)]
-    patches = jnp.stack(windows, axis=0).reshape(kh * kw * cin, n * ho * wo)
+    # Two stages, kw shifts along W then kh shifts of that along H: XLA:CPU writes each stage as one copy per
+    # shift, and kw + kh larger copies beat kh * kw small ones (1.4-2.6x for the patch matrix, batch 150).
+    cols = jnp.stack([xt[:, :, :, j:j + wo] for j in range(kw)], axis=0)            # (kw, Cin, N, Hp, Wo)
+    patches = jnp.stack([cols[:, :, :, i:i + ho] for i in range(kh)], axis=0)     # (kh, kw, Cin, N, Ho, Wo)
+    patches = patches.reshape(kh * kw * cin, n * ho * wo)
     y = lax.dot_general(patches, kernel.reshape(kh * kw * cin, cout), (((0,), (0,)), ((), ())), precision=precision)
     return y.reshape(n, ho, wo, cout)
 
