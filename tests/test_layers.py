@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imdad_jax.models.layers import (CONV_IMPLS, IM2COL_MAX_IN_FEATURES, Conv, max_pool_2x2,
+from imdad_jax.models.layers import (CONV_IMPLS, IM2COL_MAX_IN_FEATURES, AffineFreeBatchNorm, Conv, max_pool_2x2,
                                      resolve_conv_impl)
 
 RTOL = 1e-5
@@ -188,3 +188,42 @@ def test_resolve_conv_impl():
         resolve_conv_impl("cudnn")
     with pytest.raises(ValueError, match="conv impl must be one of"):
         jax.eval_shape(lambda x: Conv(4, (3, 3), impl="fast").init(jax.random.PRNGKey(0), x), jnp.ones((1, 4, 4, 1)))
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (10, 7), (2, 3, 4, 5, 2)])
+def test_affine_free_batch_norm_equals_flax_batch_norm(shape):
+    """Same variables, forward, running averages (train and eval) as nn.BatchNorm; the hand-written gradient
+    equals autodiff's, also under vmap over runs and with cotangents on the batch statistics."""
+    kw = dict(momentum=0.9, epsilon=1e-4)
+    ours = AffineFreeBatchNorm(**kw)
+    ref = nn.BatchNorm(use_bias=False, use_scale=False, **kw)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal(shape) * 3 + 2, jnp.float32)
+    g = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    v = ours.init(jax.random.PRNGKey(0), x, use_running_average=False)
+    v_ref = ref.init(jax.random.PRNGKey(0), x, use_running_average=False)
+    assert jax.tree.structure(v) == jax.tree.structure(v_ref)
+    np.testing.assert_array_equal(jax.tree.leaves(v), jax.tree.leaves(v_ref))
+
+    def train(module, variables, x):
+        return module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+
+    (y, new), (y_ref, new_ref) = train(ours, v, x), train(ref, v_ref, x)
+    np.testing.assert_array_equal(y, y_ref)  # bit for bit
+    np.testing.assert_array_equal(jax.tree.leaves(new), jax.tree.leaves(new_ref))
+    ev, ev_ref = ours.apply(new, x, use_running_average=True), ref.apply(new_ref, x, use_running_average=True)
+    np.testing.assert_allclose(ev, ev_ref, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(ev, y)  # eval uses the averages, not the batch's statistics
+
+    def grad(module, variables):
+        return jax.grad(lambda x: jnp.sum(train(module, variables, x)[0] * g))(x)
+
+    assert _rel_err(grad(ours, v), grad(ref, v_ref)) < RTOL
+    # through the batch statistics too (a loss that reads the new running averages)
+    stats = lambda m, vv: lambda x: jnp.sum(jnp.stack(jax.tree.leaves(train(m, vv, x)[1])) ** 2)  # noqa: E731
+    assert _rel_err(jax.grad(stats(ours, v))(x), jax.grad(stats(ref, v_ref))(x)) < RTOL
+    # one run per leading slice under vmap: each run's own statistics
+    xs = jnp.stack([x, 2 * x + 1])
+    vg = jax.vmap(lambda x: jax.grad(lambda x: jnp.sum(train(ours, v, x)[0] * g))(x))(xs)
+    vg_ref = jax.vmap(lambda x: jax.grad(lambda x: jnp.sum(train(ref, v_ref, x)[0] * g))(x))(xs)
+    assert _rel_err(vg, vg_ref) < RTOL

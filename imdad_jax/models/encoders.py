@@ -20,7 +20,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from imdad_jax.models.layers import Conv, max_pool_2x2
+from imdad_jax.models.layers import AffineFreeBatchNorm, Conv, max_pool_2x2
 
 
 def _act(x: jnp.ndarray) -> jnp.ndarray:
@@ -32,11 +32,11 @@ def _act(x: jnp.ndarray) -> jnp.ndarray:
 SE_RATIO = 4  # squeeze-and-excitation bottleneck: C -> max(1, C // 4) -> C, as in Hu et al. (2018)
 
 
-def _batch_norm(name: str) -> nn.BatchNorm:
+def _batch_norm(name: str) -> AffineFreeBatchNorm:
     # Affine-free, as the reference Deep SVDD LeNets (BatchNorm2d(eps=1e-4, affine=False)): a learnable offset
     # would be a bias. torch's momentum 0.1 is flax's 0.9. Training mode = batch_stats mutable (module doc).
-    return nn.BatchNorm(use_running_average=None, momentum=0.9, epsilon=1e-4, use_bias=False, use_scale=False,
-                        name=name)
+    # nn.BatchNorm's numbers and variables, with a cheaper hand-written gradient (layers.AffineFreeBatchNorm).
+    return AffineFreeBatchNorm(momentum=0.9, epsilon=1e-4, name=name)
 
 
 def _norm(h: jnp.ndarray, module: nn.Module, i: int, batch_norm: bool, layer_norm: bool,
