@@ -1,4 +1,4 @@
-"""Convolution and 2x2 max-pooling in the forms that train fastest on XLA:CPU (issue 6).
+"""Convolution, 2x2 max-pooling and batch norm in the forms that train fastest on XLA:CPU (issue 6).
 
 ``Conv`` is a drop-in for ``nn.Conv(features, (k, k), padding="SAME", use_bias=...)``: the same parameter names,
 shapes and initialisers (``kernel`` in HWIO, ``bias``), so a model built from it loads the checkpoints of one built
@@ -19,6 +19,10 @@ costs more memory traffic than it saves (``benchmarks/results_cpu_conv.md``, ``b
 ``max_pool_2x2`` is ``nn.max_pool(x, (2, 2), strides=(2, 2))`` (VALID: an odd last row or column is dropped) by
 a reshape and a max, with a hand-written gradient: XLA:CPU's gradient of ``reduce_window`` (select-and-scatter)
 is 3-10x slower than a mask over the reshaped windows.
+
+``AffineFreeBatchNorm`` is ``nn.BatchNorm(use_bias=False, use_scale=False)`` (same variables, forward and running
+averages, bit for bit) with the textbook gradient, which takes fewer passes over the activations than autodiff's
+through flax's statistics; ``benchmarks/check_bn_gradient_auc.py`` checks that it trains to the same AUC.
 """
 from __future__ import annotations
 
