@@ -7,8 +7,9 @@ PyTorch's own (oneDNN) convolution of the same layer, in one process.
 
 Layers (batch 150, 5x5 kernels, SAME padding, no bias): conv1 of the LeNet-size encoder (1 -> 8 channels, 28x28),
 its conv2 (8 -> 4, 14x14), CNN2's conv1 (1 -> 16, 28x28) and conv2 (16 -> 32, 14x14). Passes: ``forward``;
-``kernel grad`` (the forward and the kernel's gradient: what a first layer needs); ``fwd + both grads`` (the
-forward and the gradients of kernel and input: what a later layer needs). Forms:
+``kernel grad`` (the forward and the kernel's gradient: what a first layer needs in a training step);
+``fwd + both grads`` (the forward and the gradients of kernel and input: what a later layer needs). PyTorch's
+rows time the same: ``conv2d`` then ``backward``. Forms:
 
 * ``xla``: ``lax.conv_general_dilated`` (what ``nn.Conv`` and ``Conv(impl="xla")`` run);
 * ``im2col``: ``imdad_jax.models.layers.conv2d_im2col`` (tap-major patch matrix, one matmul; ``Conv(impl="auto")``
@@ -109,11 +110,20 @@ def timed(fn: Callable[[], Any], seconds: float, rounds: int) -> float:
 
 
 def jax_pass(form: Callable, which: str) -> Callable:
+    # The output is returned beside the gradients: XLA would otherwise drop the forward (a convolution's
+    # gradients do not need its output), and a training step always computes it.
     if which == "forward":
         return jax.jit(form)
     if which == "kernel grad":
-        return jax.jit(lambda x, w, g: jax.vjp(lambda w: form(x, w), w)[1](g))
-    return jax.jit(lambda x, w, g: jax.vjp(form, x, w)[1](g))
+        def kernel_grad(x, w, g):
+            y, vjp = jax.vjp(lambda w: form(x, w), w)
+            return y, vjp(g)
+        return jax.jit(kernel_grad)
+
+    def both_grads(x, w, g):
+        y, vjp = jax.vjp(form, x, w)
+        return y, vjp(g)
+    return jax.jit(both_grads)
 
 
 def jax_rows(seconds: float, rounds: int) -> list[dict[str, Any]]:
