@@ -264,15 +264,17 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 def _batch_norm_train(x: jnp.ndarray, epsilon: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     # nn.BatchNorm's training pass, affine-free, over every axis but the last: the same statistics
     # (E[x^2] - E[x]^2, floored at 0: flax's use_fast_variance) and normalisation, bit for bit.
+    # Statistics in float32 whatever the input's dtype, as flax's force_float32_reductions (a no-op for f32).
     axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axes)
-    var = jnp.maximum(jnp.mean(x * x, axes) - mean * mean, 0.0)
-    return (x - mean) * lax.rsqrt(var + epsilon), mean, var
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axes)
+    var = jnp.maximum(jnp.mean(xf * xf, axes) - mean * mean, 0.0)
+    return ((xf - mean) * lax.rsqrt(var + epsilon)).astype(x.dtype), mean, var
 
 
 def _batch_norm_train_fwd(x: jnp.ndarray, epsilon: float) -> tuple[Any, Any]:
     y, mean, var = _batch_norm_train(x, epsilon)
-    return (y, mean, var), (x, y, mean, lax.rsqrt(var + epsilon))
+    return (y, mean, var), (x, y, mean, lax.rsqrt(var + epsilon))  # float32 statistics
 
 
 def _batch_norm_train_bwd(epsilon: float, res: Any, cts: Any) -> tuple[jnp.ndarray]:
@@ -285,9 +287,10 @@ def _batch_norm_train_bwd(epsilon: float, res: Any, cts: Any) -> tuple[jnp.ndarr
     gy, gmean, gvar = cts
     axes = tuple(range(y.ndim - 1))
     n = y.size // y.shape[-1]
-    dx = rstd * (gy - jnp.mean(gy, axes) - y * jnp.mean(gy * y, axes))
-    dx = dx + (gmean + 2.0 * gvar * (x - mean)) / n
-    return (dx,)
+    yf, gf = y.astype(jnp.float32), gy.astype(jnp.float32)
+    dx = rstd * (gf - jnp.mean(gf, axes) - yf * jnp.mean(gf * yf, axes))
+    dx = dx + (gmean + 2.0 * gvar * (x.astype(jnp.float32) - mean)) / n
+    return (dx.astype(x.dtype),)
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
@@ -311,7 +314,7 @@ class AffineFreeBatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
         if use_running_average:
-            return (x - ra_mean.value) * lax.rsqrt(ra_var.value + self.epsilon)
+            return ((x - ra_mean.value) * lax.rsqrt(ra_var.value + self.epsilon)).astype(x.dtype)
         y, mean, var = _batch_norm_train(x, self.epsilon)
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
