@@ -4,7 +4,7 @@
     pip install -e ".[bench]"     # PyTorch; CPU wheels: pip install torch --index-url https://download.pytorch.org/whl/cpu
     python benchmarks/bench_vs_pytorch.py --runs=1,10 --seconds=20
 
-Four sides, each timed for every R in ``--runs``:
+Five sides, each timed for every R in ``--runs``:
 
 (a) ``torch_deep_svdd_ref``: the reference PyTorch Deep SVDD trainer (lukasruff/Deep-SVDD-PyTorch, unchanged, in
     ``benchmarks/third_party/deep_svdd_pytorch``): its ``DeepSVDDTrainer`` (one-class) and its ``MNIST_LeNet``,
@@ -16,7 +16,15 @@ Four sides, each timed for every R in ``--runs``:
 (c) ``jax_deep_svdd_lenet`` and ``jax_imdad_cnn2``: this library (``imdad_jax.train.fit``), all R runs as one
     program: Deep SVDD with the LeNet-size encoder (MNIST_LeNet's convolutions, pools and dense layer, and since
     issue 10 its two affine-free BatchNorms too: ``batch_norm=True``) against (a), and IMD-AD
-    with CNN2+FC3 against (b).
+    with CNN2+FC3 against (b) and (d).
+(d) ``torch_imdad_cnn2_vmap``: a PyTorch peer worth beating: (b)'s model and step with all R runs as one program,
+    PyTorch's own model-ensembling recipe (the tutorial "Model ensembling": ``torch.func.stack_module_state`` +
+    ``functional_call`` + ``torch.vmap``) carried through to training: R stacked copies of encoder + head,
+    ``vmap(torch.func.grad_and_value(Lagrangian))`` with each run its own batch of its own rows (drawn as (b)
+    draws them: a shuffle of its normals and labelled anomalies together), ``torch.optim.Adam`` over the stacked
+    leaves (equal to R Adams: Adam is elementwise), dual ascent and ``||c|| = 1`` on stacked tensors; the data sit
+    on the device once and each step gathers its (R, batch) rows there, and no step waits for the device
+    (``TorchIMDADEnsemble``, ``TorchRunBatches``; ``--check_d`` checks it against (b)).
 
 Data: Fashion-MNIST's training set from the Debian package (``load_fashion_mnist(None)``), pixels in [0, 1];
 ``--synthetic`` gives random 28x28 images with ten classes of 6000 instead. Run r is normal class r mod 10 (seed
@@ -25,10 +33,11 @@ the normals only (6000 a class: 40 steps an epoch at batch 150), IMD-AD on norma
 (6000 + 5400: 76 steps an epoch).
 
 Timing: each side first warms up (PyTorch (a): the reference's center pass and one epoch, per run; (b):
-``--torch_warmup_steps`` steps per run; ours: a probe ``fit`` of a few steps, then the measured ``fit``, whose
-first epoch holds the compilation), then runs about ``--seconds`` of steady state: (a) whole epochs of its
-trainer, (b) steps until the time is up, (c) a fixed number of steps sized from the probe. The PyTorch sides
-split the seconds over their R runs. "warm-up s" is what the warm-up phase cost beyond its steps at the
+``--torch_warmup_steps`` steps per run; (d): as many steps of all runs at once, plus its setup; ours: a probe
+``fit`` of a few steps, then the measured ``fit``, whose first epoch holds the compilation), then runs about
+``--seconds`` of steady state: (a) whole epochs of its trainer, (b) and (d) steps until the time is up, (c) a fixed number of steps sized from the probe. (a) and (b)
+split the seconds over their R runs; (d), like ours, advances all R runs with every step (on cuda it closes each
+timed phase with ``torch.cuda.synchronize()``). "warm-up s" is what the warm-up phase cost beyond its steps at the
 steady rate (compilation, the center pass, setup). ``torch.set_num_threads(os.cpu_count())``; JAX's default
 threading. The projected wall time is the paper's protocol (10 classes x 200 epochs) at the measured rates:
 ``(10 / R) * warm-up + 10 * 200 * steps_per_epoch / run-steps/s``.
@@ -81,11 +90,12 @@ LENET = dict(conv_features=(8, 4), dense_features=(32,), batch_norm=True)  # MNI
 CNN2 = dict(conv_features=(16, 32), dense_features=(128, 64, 32))  # imdad_jax.models.build_encoder("cnn2")
 
 SIDES = {
-    # name: (label, method, framework, compared with)
+    # name: (label, method, framework, compared with: None, a side, or a tuple of sides (one ratio row each))
     "torch_deep_svdd_ref": ("(a) PyTorch Deep SVDD, reference trainer + MNIST_LeNet", "deep_svdd", "torch", None),
     "jax_deep_svdd_lenet": ("(c) ours: Deep SVDD, LeNet-size encoder", "deep_svdd", "jax", "torch_deep_svdd_ref"),
     "torch_imdad_cnn2": ("(b) PyTorch IMD-AD, CNN2+FC3 (plain loop)", "imdad", "torch", None),
-    "jax_imdad_cnn2": ("(c) ours: IMD-AD, CNN2+FC3", "imdad", "jax", "torch_imdad_cnn2"),
+    "torch_imdad_cnn2_vmap": ("(d) PyTorch ensembling (torch.func vmap), IMD-AD CNN2+FC3", "imdad", "torch", None),
+    "jax_imdad_cnn2": ("(c) ours: IMD-AD, CNN2+FC3", "imdad", "jax", ("torch_imdad_cnn2", "torch_imdad_cnn2_vmap")),
 }
 
 
@@ -272,6 +282,35 @@ class TorchSphereHead(tnn.Module):
         return (z * z).sum(-1) - (z @ self.w + self.b)
 
 
+def make_torch_imdad_step(enc: "tnn.Module", head: "tnn.Module", opt: "torch.optim.Optimizer",
+                          hp: dict[str, float], device: str = "cpu"):
+    """(b)'s training step on one run: ``step(xb, yb) -> primal`` (a float) and the duals it updates in place.
+    Adam step on the Lagrangian, projected ascent on mu_R, then ``w <- 2w/||w||``."""
+    nu, nu1, nu2, eta = hp["nu"], hp["nu1"], hp["nu2"], hp["dual_lr"]
+    duals = {"mu_R": 0.0, "mu_rho": 0.0}  # mu_h stays 0: ||c|| = 1 is held by projection
+
+    def step(xb, yb) -> float:
+        xb, yb = xb.to(device), yb.to(device)
+        opt.zero_grad()
+        s = head(enc(xb))
+        r2 = head.b + (head.w ** 2).sum() / 4.0
+        rho2 = F.softplus(head.rho)
+        anom = yb
+        norm = 1.0 - anom
+        hinge_n = (F.relu(s) * norm).sum() / norm.sum().clamp(min=1.0)
+        hinge_a = (F.relu(rho2 - s) * anom).sum() / anom.sum().clamp(min=1.0)
+        primal = r2 - nu * rho2 + hinge_n / nu1 + hinge_a / nu2
+        lag = primal - duals["mu_R"] * r2 - duals["mu_rho"] * rho2
+        lag.backward()
+        opt.step()
+        with torch.no_grad():  # projected gradient ascent on the duals (dL/dmu_R = -R^2), then ||c|| = 1
+            duals["mu_R"] = max(0.0, duals["mu_R"] - eta * r2.detach().item())
+            head.w.mul_(2.0 / head.w.norm())
+        return primal.detach().item()
+
+    return step, duals
+
+
 def side_torch_imdad(data: RunData, n_runs: int, seconds: float, batch: int, warmup_steps: int,
                      hp: dict[str, float], device: str = "cpu") -> dict[str, Any]:
     """One normal class after another: DataLoader over the run's normals + labelled anomalies, Adam (weight decay
@@ -280,7 +319,6 @@ def side_torch_imdad(data: RunData, n_runs: int, seconds: float, batch: int, war
     the reference trainer does; the dual step's ``.item()`` makes every step synchronous."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    nu, nu1, nu2, eta = hp["nu"], hp["nu1"], hp["nu2"], hp["dual_lr"]
     warm_s, warm_steps, steady_s, steady_steps, samples, macs = 0.0, 0, 0.0, 0, 0, 0
     for r in range(n_runs):
         x_n, x_a = run_rows(data, r)
@@ -293,26 +331,7 @@ def side_torch_imdad(data: RunData, n_runs: int, seconds: float, batch: int, war
         enc, head = enc.to(device), head.to(device)
         opt = torch.optim.Adam([{"params": enc.parameters(), "weight_decay": WEIGHT_DECAY},
                                 {"params": head.parameters(), "weight_decay": 0.0}], lr=LR)
-        duals = {"mu_R": 0.0, "mu_rho": 0.0}  # mu_h stays 0: ||c|| = 1 is held by projection
-
-        def step(xb, yb) -> float:
-            xb, yb = xb.to(device), yb.to(device)
-            opt.zero_grad()
-            s = head(enc(xb))
-            r2 = head.b + (head.w ** 2).sum() / 4.0
-            rho2 = F.softplus(head.rho)
-            anom = yb
-            norm = 1.0 - anom
-            hinge_n = (F.relu(s) * norm).sum() / norm.sum().clamp(min=1.0)
-            hinge_a = (F.relu(rho2 - s) * anom).sum() / anom.sum().clamp(min=1.0)
-            primal = r2 - nu * rho2 + hinge_n / nu1 + hinge_a / nu2
-            lag = primal - duals["mu_R"] * r2 - duals["mu_rho"] * rho2
-            lag.backward()
-            opt.step()
-            with torch.no_grad():  # projected gradient ascent on the duals (dL/dmu_R = -R^2), then ||c|| = 1
-                duals["mu_R"] = max(0.0, duals["mu_R"] - eta * r2.detach().item())
-                head.w.mul_(2.0 / head.w.norm())
-            return primal.detach().item()
+        step, _ = make_torch_imdad_step(enc, head, opt, hp, device)
 
         def batches():
             while True:
@@ -338,6 +357,239 @@ def side_torch_imdad(data: RunData, n_runs: int, seconds: float, batch: int, war
                 steady_samples=samples, macs_per_sample=macs, program_steps=steady_steps,
                 model="CNN2+FC3 (conv 16, conv 32, dense 128-64-32, no BN) + head (w, b, rho)",
                 how="plain PyTorch loop, DataLoader(shuffle) over normals + anomalies; runs one after another")
+
+
+# ------------------------------------------------------------- (d) PyTorch's model ensembling (torch.func)
+
+class TorchIMDADNet(tnn.Module):
+    """(b)'s encoder and head as one module, so that one ``stack_module_state`` stacks both. Built right after
+    ``torch.manual_seed(r)`` it draws the same initial weights as (b)'s ``TorchCNN2FC3(), TorchSphereHead()``."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.head = TorchCNN2FC3(), TorchSphereHead()
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+
+
+class TorchIMDADEnsemble:
+    """R copies of (b)'s model and training step as one vmapped program, PyTorch's "Model ensembling" recipe
+    (``torch.func.stack_module_state`` + ``functional_call`` + ``vmap``), carried through to training.
+
+    * parameters: ``stack_module_state`` of R ``TorchIMDADNet`` (run r built after ``torch.manual_seed(seeds[r])``,
+      as (b) builds run r), so every leaf has a leading run axis; ``functional_call`` runs a ``meta``-device copy.
+    * gradient: ``vmap(grad_and_value(lagrangian, has_aux=True))`` over (params, x, y, mu_R, mu_rho): each run
+      its own batch and duals; the Lagrangian is (b)'s, written again over the functional parameters. It is called
+      under ``torch.no_grad()``, which ``torch.func.grad`` ignores inside but which keeps autograd from recording
+      an outer graph through the stacked leaves (they have ``requires_grad``).
+    * Adam: ``torch.optim.Adam`` over the stacked leaf tensors (the gradients are assigned to ``.grad``), with
+      (b)'s two groups (weight decay on the encoder only). This equals R separate Adams because Adam (with
+      coupled weight decay) is elementwise: each entry's moments, bias correction (a step count all runs share,
+      since they all step together) and update read only that entry's gradient and parameter, so stacking runs
+      along a new axis changes nothing per run. It was chosen over a hand-written functional Adam because it is
+      what a PyTorch user would write and PyTorch's multi-tensor (``foreach``) implementation is its fastest
+      eager Adam; a hand-written one would be the same arithmetic in more, smaller kernels.
+    * duals and projection on stacked tensors: ``mu_R <- max(0, mu_R - eta R^2)`` with each run's pre-step R^2
+      (mu_rho stays 0: with the softplus margin rho^2 > 0 always, as in (b)), then ``w <- 2 w / ||w||`` per run.
+      No ``.item()``: a step never waits for the device.
+    """
+
+    def __init__(self, seeds, hp: dict[str, float], device: str = "cpu"):
+        import copy
+
+        nets = []
+        for r in seeds:
+            torch.manual_seed(r)
+            nets.append(TorchIMDADNet().to(device))
+        self.n_runs, self.device = len(nets), device
+        self.params, _ = torch.func.stack_module_state(nets)  # no buffers (no BatchNorm)
+        base = copy.deepcopy(nets[0]).to("meta")
+        enc_p = [v for k, v in self.params.items() if k.startswith("enc.")]
+        head_p = [v for k, v in self.params.items() if k.startswith("head.")]
+        self.opt = torch.optim.Adam([{"params": enc_p, "weight_decay": WEIGHT_DECAY},
+                                     {"params": head_p, "weight_decay": 0.0}], lr=LR)
+        self.mu_R = torch.zeros(self.n_runs, device=device)
+        self.mu_rho = torch.zeros(self.n_runs, device=device)  # stays 0 (softplus margin), kept for the Lagrangian
+        self.eta = hp["dual_lr"]
+        nu, nu1, nu2 = hp["nu"], hp["nu1"], hp["nu2"]
+
+        def lagrangian(params, x, y, mu_R, mu_rho):  # one run: x (B, 1, 28, 28), y (B,), scalars mu
+            s = torch.func.functional_call(base, params, (x,))
+            w, b, rho = params["head.w"], params["head.b"], params["head.rho"]
+            r2 = b + (w * w).sum() / 4.0
+            rho2 = F.softplus(rho)
+            norm = 1.0 - y
+            hinge_n = (F.relu(s) * norm).sum() / norm.sum().clamp(min=1.0)
+            hinge_a = (F.relu(rho2 - s) * y).sum() / y.sum().clamp(min=1.0)
+            primal = r2 - nu * rho2 + hinge_n / nu1 + hinge_a / nu2
+            return primal - mu_R * r2 - mu_rho * rho2, (primal, r2)
+
+        self._grad_and_value = torch.vmap(torch.func.grad_and_value(lagrangian, has_aux=True))
+
+    def step(self, xb: "torch.Tensor", yb: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """One step of every run: xb (R, B, 1, 28, 28), yb (R, B) on the device. Returns (primal, R^2), each
+        (R,), both before the step, left on the device."""
+        with torch.no_grad():
+            grads, (_, (primal, r2)) = self._grad_and_value(self.params, xb, yb, self.mu_R, self.mu_rho)
+        for k, p in self.params.items():
+            p.grad = grads[k]
+        self.opt.step()
+        with torch.no_grad():
+            self.mu_R.sub_(self.eta * r2).clamp_(min=0.0)
+            w = self.params["head.w"]
+            w.mul_(2.0 / w.norm(dim=-1, keepdim=True))
+        return primal, r2
+
+
+class TorchRunBatches:
+    """Every run's batches as one gather on the device: the data go to the device once (``x``, NCHW); per epoch
+    each run draws a random permutation of its own rows (its normals and labelled anomalies together, as (b)'s
+    ``DataLoader(shuffle=True)`` over their concatenation does, so a batch's anomaly count varies as in (b)) and
+    cuts it into ``ceil(rows / batch)`` batches; a run whose rows do not fill the last batch wraps around (fixed
+    shapes for vmap; (b) gives a short last batch there; Fashion-MNIST's 11,400 rows are 76 full batches of 150)."""
+
+    def __init__(self, x: "torch.Tensor", data: RunData, n_runs: int, batch: int, device: str, seed: int = 0):
+        rows = [np.concatenate(run_rows_idx(data, r)) for r in range(n_runs)]
+        sizes = [len(a) for a in rows]
+        n_max = max(sizes)
+        pool, lab = np.zeros((n_runs, n_max), np.int64), np.zeros((n_runs, n_max), np.float32)
+        for r, a in enumerate(rows):
+            pool[r, :len(a)] = a
+            lab[r, int(data.n_valid[r]):len(a)] = 1.0
+        self.x, self.batch, self.device, self.n_runs, self.n_max = x, batch, device, n_runs, n_max
+        self.pool, self.lab = torch.from_numpy(pool).to(device), torch.from_numpy(lab).to(device)
+        self.size = torch.tensor(sizes, device=device)
+        self.steps = math.ceil(n_max / batch)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+
+    def epoch(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(R, steps, batch) row indices into x and their labels (0 normal, 1 anomaly)."""
+        u = torch.rand(self.n_runs, self.n_max, generator=self.gen, device=self.device)
+        u = u.masked_fill(torch.arange(self.n_max, device=self.device) >= self.size[:, None], 2.0)  # padding last
+        pos = torch.arange(self.steps * self.batch, device=self.device)[None, :] % self.size[:, None]
+        perm = u.argsort(dim=1).gather(1, pos)
+        shape = (self.n_runs, self.steps, self.batch)
+        return self.pool.gather(1, perm).view(shape), self.lab.gather(1, perm).view(shape)
+
+    def __iter__(self):
+        while True:
+            rows, ys = self.epoch()
+            for i in range(self.steps):
+                yield self.x[rows[:, i]], ys[:, i]  # (R, B, 1, 28, 28), (R, B)
+
+
+def run_rows_idx(data: RunData, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run r's training normals and labelled anomalies as row indices into data.x (``run_rows``'s rows)."""
+    return data.normal_pool[r, :data.n_valid[r]], data.anomaly_pool[r, :data.m_valid[r]]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def side_torch_imdad_vmap(data: RunData, n_runs: int, seconds: float, batch: int, warmup_steps: int,
+                          hp: dict[str, float], device: str = "cpu") -> dict[str, Any]:
+    """All R runs as one vmapped PyTorch program (``TorchIMDADEnsemble``, batches from ``TorchRunBatches``):
+    warm-up ``warmup_steps`` steps of all runs (as (b) warms up each run), then steps until ``seconds`` are up
+    (not split over runs: every step advances all of them). The warm-up time also holds the setup (the data and
+    the stacked parameters onto the device). On cuda, ``torch.cuda.synchronize()`` closes each timed phase (the
+    steps themselves never wait for the device)."""
+    t = time.perf_counter()
+    x_dev = to_nchw(data.x).to(device)
+    ens = TorchIMDADEnsemble(range(n_runs), hp, device)
+    it = iter(TorchRunBatches(x_dev, data, n_runs, batch, device))
+    for _ in range(warmup_steps):
+        ens.step(*next(it))
+    _sync(device)
+    warm_s = time.perf_counter() - t
+    n, t = 0, time.perf_counter()
+    while True:
+        ens.step(*next(it))
+        n += 1
+        if time.perf_counter() - t >= seconds:
+            break
+    _sync(device)
+    steady_s = time.perf_counter() - t
+    finite = torch.stack([torch.isfinite(p).reshape(n_runs, -1).all(1) for p in ens.params.values()]).all(0)
+    return dict(warm_s=warm_s, warm_steps=warmup_steps * n_runs, steady_s=steady_s, steady_steps=n * n_runs,
+                steady_samples=n * n_runs * batch, program_steps=n,
+                macs_per_sample=torch_macs(TorchCNN2FC3(), x_dev[:1].cpu()), diverged=int((~finite).sum()),
+                model="CNN2+FC3 (conv 16, conv 32, dense 128-64-32, no BN) + head (w, b, rho)",
+                how=(f"torch.func.stack_module_state + functional_call + vmap(grad_and_value), torch.optim.Adam "
+                     f"over the stacked leaves, data on the {device} and gathered per step; all {n_runs} runs as "
+                     f"one program"))
+
+
+def check_torch_imdad_vmap(data: RunData, hp: dict[str, float], batch: int, device: str = "cpu",
+                           steps: int = 30) -> bool:
+    """A one-off check of (d) against (b), printed (``--check_d``). (1) R = 1, R = 3, and R = 1 with every head's
+    b lowered by 1.5 (R^2 = -0.5, so the dual ascent makes mu_R > 0 at once and the second step's Lagrangian
+    carries it): each run starts from (b)'s initial weights for that run, and over two steps on the same two
+    batches its gradients, primal, parameters after Adam and the projection, and mu_R match (b)'s
+    ``make_torch_imdad_step`` run by run. (2) R = 3 trained for ``steps`` steps: each run's primal falls (mean
+    of the last 5 steps below the first 5), mu_R >= 0 throughout, ||w|| = 2 (||c|| = 1), everything finite."""
+    ok = True
+    x_dev = to_nchw(data.x).to(device)
+    for n_runs, b_shift in ((1, 0.0), (min(3, data.n_runs), 0.0), (1, -1.5)):
+        ens = TorchIMDADEnsemble(range(n_runs), hp, device)
+        with torch.no_grad():
+            ens.params["head.b"].add_(b_shift)
+        it = iter(TorchRunBatches(x_dev, data, n_runs, batch, device, seed=123))
+        two = [next(it) for _ in range(2)]
+        init = {k: v.detach().clone() for k, v in ens.params.items()}
+        models = []
+        for r in range(n_runs):  # (b)'s construction for run r
+            torch.manual_seed(r)
+            enc, head = TorchCNN2FC3(), TorchSphereHead()
+            enc, head = enc.to(device), head.to(device)
+            with torch.no_grad():
+                head.b.add_(b_shift)
+            named = {**{f"enc.{k}": v for k, v in enc.named_parameters()},
+                     **{f"head.{k}": v for k, v in head.named_parameters()}}
+            opt = torch.optim.Adam([{"params": enc.parameters(), "weight_decay": WEIGHT_DECAY},
+                                    {"params": head.parameters(), "weight_decay": 0.0}], lr=LR)
+            models.append((named, *make_torch_imdad_step(enc, head, opt, hp, device)))
+        same_init = all(torch.equal(named[k].detach(), init[k][r]) for r, (named, _, _) in enumerate(models)
+                        for k in named)
+        for i, (xb, yb) in enumerate(two):
+            primal_d, _ = ens.step(xb, yb)
+            for r, (named, step_b, duals_b) in enumerate(models):
+                primal_b = step_b(xb[r], yb[r])
+                g_err = max(float((named[k].grad - ens.params[k].grad[r]).abs().max() /
+                                  named[k].grad.abs().max().clamp(min=1e-30)) for k in named)
+                p_err = max(float((named[k].detach() - ens.params[k].detach()[r]).abs().max()) for k in named)
+                checks = dict(same_init=same_init, grad_rel_err=g_err, param_abs_err=p_err, primal_b=primal_b,
+                              primal_d=float(primal_d[r]), mu_R_b=duals_b["mu_R"], mu_R_d=float(ens.mu_R[r]))
+                good = (same_init and g_err < 1e-4 and p_err < 1e-6
+                        and abs(primal_b - float(primal_d[r])) <= 1e-5 * max(1.0, abs(primal_b))
+                        and abs(duals_b["mu_R"] - float(ens.mu_R[r])) < 1e-6)
+                ok &= good
+                print(f"check (d) vs (b), R={n_runs}{f' b{b_shift:+g}' if b_shift else ''} run {r}, step {i + 1}: "
+                      f"{'OK' if good else 'MISMATCH'} "
+                      + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in checks.items()),
+                      flush=True)
+    n_runs = min(3, data.n_runs)
+    ens = TorchIMDADEnsemble(range(n_runs), hp, device)
+    it = iter(TorchRunBatches(x_dev, data, n_runs, batch, device, seed=7))
+    hist, mu_min = [], 0.0
+    for _ in range(steps):
+        primal, _ = ens.step(*next(it))
+        hist.append(primal.detach().cpu())
+        mu_min = min(mu_min, float(ens.mu_R.min()))
+    hist = torch.stack(hist)  # (steps, R)
+    first, last = hist[:5].mean(0), hist[-5:].mean(0)
+    w_norm = ens.params["head.w"].detach().norm(dim=-1)
+    finite = all(bool(torch.isfinite(p).all()) for p in ens.params.values())
+    good = bool((last < first).all()) and mu_min >= 0.0 and bool(((w_norm - 2.0).abs() < 1e-5).all()) and finite
+    ok &= good
+    print(f"check (d), R={n_runs}, {steps} steps: {'OK' if good else 'FAILED'}: primal first 5 "
+          f"{[round(v, 3) for v in first.tolist()]} -> last 5 {[round(v, 3) for v in last.tolist()]}; "
+          f"mu_R {[round(v, 4) for v in ens.mu_R.tolist()]} (min over steps {mu_min:.3g}); "
+          f"||w|| {[round(v, 6) for v in w_norm.tolist()]}; finite {finite}", flush=True)
+    return ok
 
 
 # ----------------------------------------------------------------------------------------------- (c) ours
@@ -419,18 +671,20 @@ in the same process, on the same rows of the same data at the same batch size. S
 Deep SVDD trainer (lukasruff/Deep-SVDD-PyTorch, unchanged, `benchmarks/third_party/deep_svdd_pytorch`) with its
 MNIST_LeNet; (b) IMD-AD in plain PyTorch (CNN2+FC3, the Lagrangian, projected dual ascent), one class after
 another; (c) this library, all R runs as one program (`imdad_jax.train.fit`): Deep SVDD with the LeNet-size
-encoder against (a), IMD-AD with CNN2+FC3 against (b).
+encoder against (a), IMD-AD with CNN2+FC3 against (b) and (d); (d) (b)'s model and step with all R runs as one
+vmapped PyTorch program (PyTorch's model-ensembling recipe: `torch.func.stack_module_state`, `functional_call`,
+`vmap(grad_and_value)`, Adam over the stacked parameters).
 
 Columns of the timing table:
 
-- **R**: runs (normal class r mod 10, seed r // 10). The PyTorch sides train their R runs one after another.
+- **R**: runs (normal class r mod 10, seed r // 10). PyTorch (a) and (b) train their R runs one after another.
 - **MMAC/sample**: multiply-adds of one sample's forward pass through the convolutions and dense layers (the
   FLOPs that matter; BatchNorm, activations, pooling and the loss are not counted).
 - **warm-up s**: what the warm-up cost beyond its own steps at the steady rate, summed over runs: compilation for
   ours (the first epoch of `fit`, plus init and Deep SVDD's center pass), the reference's center pass and first
   epoch, PyTorch's first steps.
-- **steps/s**: training steps per second as the side takes them: ours, one step advances all R runs at once;
-  PyTorch, one step advances one run.
+- **steps/s**: training steps per second as the side takes them: ours and (d), one step advances all R runs at
+  once; (a) and (b), one step advances one run.
 - **run-steps/s**: runs x steps per second, i.e. one run's optimizer steps per second summed over runs: the
   comparable throughput. **samples/s**: run-steps/s x batch (samples through forward + backward).
 - **protocol wall**: the paper's protocol (10 classes x 200 epochs; an epoch of one class is its 6000 normals,
@@ -477,11 +731,15 @@ def main() -> int:
     p.add_argument("--strategy", default="auto", help="ours: run-axis strategy (auto: loop on CPU for convolutions)")
     p.add_argument("--epoch_mode", default="auto")
     p.add_argument("--probe_steps", type=int, default=2, help="ours: steps per epoch of the sizing probe")
-    p.add_argument("--torch_warmup_steps", type=int, default=5, help="(b): warm-up steps per run")
+    p.add_argument("--torch_warmup_steps", type=int, default=5,
+                   help="(b): warm-up steps per run; (d): warm-up steps of all runs together")
     p.add_argument("--torch_threads", type=int, default=0, help="torch.set_num_threads (0: os.cpu_count())")
     p.add_argument("--torch_device", default="auto",
                    help="the PyTorch sides' device: cpu, cuda, or auto (cuda when PyTorch sees a GPU and JAX's "
                         "default backend is a GPU too, so both sides share the accelerator; else cpu)")
+    p.add_argument("--check_d", action="store_true",
+                   help="only check (d) against (b) (same init and batch: first step's gradients; a short training "
+                        "run: loss falls, duals feasible, ||c|| = 1), print, exit 0 if it passes; writes nothing")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results_vs_pytorch"), help="writes OUT.json")
     p.add_argument("--md", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="markdown section appended here")
     a = p.parse_args()
@@ -504,6 +762,9 @@ def main() -> int:
     imdad_hp = dict(get_objective("imdad").DEFAULT_HP)
     print(f"data: {source}; torch {torch.__version__} ({torch_device}, {torch.get_num_threads()} threads), "
           f"jax {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind})", flush=True)
+    if a.check_d:
+        data, _, _ = make_runs(x, y, 3)
+        return 0 if check_torch_imdad_vmap(data, imdad_hp, a.batch_size, torch_device) else 1
 
     rows: list[dict] = []
     for n_runs in runs:
@@ -519,13 +780,16 @@ def main() -> int:
             elif side == "torch_imdad_cnn2":
                 row = side_torch_imdad(data, n_runs, a.seconds, a.batch_size, a.torch_warmup_steps, imdad_hp,
                                        torch_device)
+            elif side == "torch_imdad_cnn2_vmap":
+                row = side_torch_imdad_vmap(data, n_runs, a.seconds, a.batch_size, a.torch_warmup_steps, imdad_hp,
+                                            torch_device)
             else:
                 row = side_jax(method, LENET if method == "deep_svdd" else CNN2, data, keys, a.seconds, a.batch_size,
                                a.strategy, a.epoch_mode, a.probe_steps)
             row.update(side=side, label=label, method=method, framework=framework, runs=n_runs,
                        run_ids=ids, side_wall_s=time.perf_counter() - t)
             rows.append(finish_row(row, n_runs, a.batch_size, spe[method]))
-            print(f"R={n_runs:3d}  {side:20s}  warm-up {row['warmup_excess_s']:6.1f} s  {row['steps_per_s']:8.2f} "
+            print(f"R={n_runs:3d}  {side:21s}  warm-up {row['warmup_excess_s']:6.1f} s  {row['steps_per_s']:8.2f} "
                   f"steps/s  {row['run_steps_per_s']:8.2f} run-steps/s  {row['samples_per_s']:8.0f} samples/s  "
                   f"protocol {fmt_wall(row['protocol_wall_s'])}", flush=True)
 
@@ -533,11 +797,12 @@ def main() -> int:
     for n_runs in runs:
         by = {r["side"]: r for r in rows if r["runs"] == n_runs}
         for side, (label, _, _, vs) in SIDES.items():
-            if vs and side in by and vs in by:
-                ours, ref = by[side], by[vs]
-                ratios.append({"runs": n_runs, "ours": side, "vs": SIDES[vs][0],
-                               "speed_ratio": ours["run_steps_per_s"] / ref["run_steps_per_s"],
-                               "wall_ratio": ref["protocol_wall_s"] / ours["protocol_wall_s"]})
+            for v in (vs if isinstance(vs, tuple) else (vs,) if vs else ()):
+                if side in by and v in by:
+                    ours, ref = by[side], by[v]
+                    ratios.append({"runs": n_runs, "ours": side, "vs_side": v, "vs": SIDES[v][0],
+                                   "speed_ratio": ours["run_steps_per_s"] / ref["run_steps_per_s"],
+                                   "wall_ratio": ref["protocol_wall_s"] / ours["protocol_wall_s"]})
 
     prov = provenance()
     prov["versions"]["torch"] = torch.__version__

@@ -107,7 +107,7 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
         return obj.loss(st[0], st[1], model, batch, {k: v[r] for k, v in hp.items()}, opts)[1]["loss"]
 
     metrics = ix.snapshot_metrics(score, res.snapshots, data=split.data, x_test=split.x_test,
-                                  test_idx=split.test_idx, test_labels=split.is_anomaly, strategy=res.strategy,
+                                  test_idx=split.test_idx, test_labels=split.is_anomaly, strategy=res.runner,
                                   loss_fn=loss)
     name = f"{cfg.dataset} class {cfg.classes[0]} ({data.class_names[cfg.classes[0]]}), {cfg.method}"
     files = [plots.training_curves_plot(res.history, metrics, out / "curves.png", title=name)]
@@ -184,8 +184,8 @@ def _nu_sweep(cfg, split, grid, out: Path, name: str, record: dict) -> Path:
     model = build_model(cfg, d.x.shape[1:])
     s_fn = lambda p, x: obj.signed_distance(p[0], p[1], model, x, opts)  # noqa: E731
     st = (res.state.params, res.state.obj_state)
-    s_n = apply_runs(s_fn, st, d.x, data_g.normal_pool, strategy=res.strategy)
-    s_a = apply_runs(s_fn, st, d.x, data_g.anomaly_pool, strategy=res.strategy)
+    s_n = apply_runs(s_fn, st, d.x, data_g.normal_pool, strategy=res.runner)
+    s_a = apply_runs(s_fn, st, d.x, data_g.anomaly_pool, strategy=res.runner)
     geom = obj.geometry(*st, opts)
     nu = nu_property([s_n[i, :data_g.n_valid[i]] for i in range(len(points))],
                      [s_a[i, :data_g.m_valid[i]] for i in range(len(points))], np.asarray(geom["margin2"]), hp)

@@ -105,7 +105,7 @@ def model_conv_impl(cfg: ExperimentConfig) -> str:
     """The convolution form for the config: its own, except that ``auto`` with the run axis vmapped on CPU is
     im2col in every layer (XLA:CPU runs a vmapped convolution as a batch-grouped one, 4.2x slower than the
     batched matmul im2col becomes for CNN2; ``benchmarks/RESULTS.md``, "CPU convolution forms")."""
-    if cfg.conv_impl == "auto" and cfg.strategy == "vmap" and jax.default_backend() == "cpu":
+    if cfg.conv_impl == "auto" and cfg.strategy in ("vmap", "vmap_fwd", "chunked") and jax.default_backend() == "cpu":
         return "im2col"
     return cfg.conv_impl
 
@@ -186,7 +186,7 @@ def tune_hyperparams(cfg: ExperimentConfig, split: Split, checkpoints: Checkpoin
     _, res, _ = _fit(cfg, None, split=sub, hp=hp_g, checkpoints=checkpoints, phase="tune", should_stop=should_stop)
     model = build_model(cfg, data_g.x.shape[1:])
     scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (res.state.params, res.state.obj_state),
-                        data_g.x, np.repeat(ho.val_idx, g, axis=0), strategy=res.strategy)
+                        data_g.x, np.repeat(ho.val_idx, g, axis=0), strategy=res.runner)
     val_auc = validation_auc(scores, np.repeat(ho.val_valid, g), [lab for lab in ho.val_is_anomaly for _ in range(g)])
     best = choose(val_auc, g)
     hp = {k: v.reshape(n_runs, g)[np.arange(n_runs), best] for k, v in hp_g.items()}
@@ -228,7 +228,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
     ids, data = split.ids, split.data
     model = build_model(cfg, data.x.shape[1:])
     params, obj_state = res.state.params, res.state.obj_state
-    strategy = res.strategy
+    strategy = res.runner
     t_eval = time.perf_counter()
     scores = apply_runs(lambda p, x: obj.score(p[0], p[1], model, x, opts), (params, obj_state), split.x_test,
                         split.test_idx, strategy=strategy)
@@ -253,7 +253,8 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
             row["val_auc"] = float(tuning["val_auc"][r, tuning["chosen"][r]])
     timing = {"train_s": res.train_s, "compile_s": res.compile_s, "eval_s": time.perf_counter() - t_eval,
               "total_s": time.perf_counter() - t0, "epoch_s_median": float(np.median(res.epoch_s)),
-              "steps_per_epoch": res.plan.steps, "strategy": strategy, "epoch_mode": res.epoch_mode,
+              "steps_per_epoch": res.plan.steps, "strategy": res.runner.name, "epoch_mode": res.epoch_mode,
+              "autotune": res.runner.autotune,
               "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
               "resumed_from_epoch": res.start_epoch, "programs": res.n_chunks}
     if tuning:

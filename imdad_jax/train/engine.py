@@ -1,14 +1,9 @@
 """Train many runs of one objective at once: the run-axis engine.
 
-Two strategies, chosen per backend and model (``resolve_strategy``), same numbers up to float rounding:
-
-* ``vmap``: ``jax.jit(jax.vmap(step))`` over the stacked state, the run axis sharded over all
-  devices; an epoch is one ``lax.scan`` (``epoch_mode="scan"``) or a Python loop of jitted
-  steps (``"steps"``). The fast path on GPU/TPU.
-* ``loop``: one jitted single-run step, the runs taken in turn within each epoch. On XLA:CPU a
-  vmapped per-run convolution lowers to a grouped convolution that runs ~11x slower than R
-  separate ones (``benchmarks/bench_strategies.py``), so this is the CPU default for
-  convolutional models; dense-only models (FC3 on tabular data) take ``vmap`` on CPU as well.
+``fit`` resolves a ``imdad_jax.train.runners.Runner`` once (the strategy: ``vmap``, ``vmap_fwd``, ``map``,
+``chunked`` or ``loop``; on an accelerator ``auto`` measures them at the sweep's shapes) and trains every run
+with it; ``FitResult.runner`` then scores them (``apply_runs(..., strategy=res.runner)``). The strategies give the
+same numbers up to float rounding; ``runners`` says what each compiles to.
 """
 from __future__ import annotations
 
@@ -23,34 +18,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imdad_jax.train import sharding as shd
-from imdad_jax.train.apply import apply_runs
+from imdad_jax.train.runners import (EPOCH_MODES, STRATEGIES, AutotuneCache, Programs, Runner, autotune,
+                                     autotune_candidates, autotune_key, pad_runs, resolve_runner, start_session)
 from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, plan_batches
 
-STRATEGIES = ("auto", "vmap", "loop")
-EPOCH_MODES = ("auto", "scan", "steps")
+__all__ = ["EPOCH_MODES", "STRATEGIES", "Checkpointer", "FitResult", "RunData", "TrainingInterrupted", "fit",
+           "has_conv", "resolve_strategy"]
 
 
 def resolve_strategy(strategy: str = "auto", epoch_mode: str = "auto", backend: str | None = None,
                      has_conv: bool = True) -> tuple[str, str]:
-    """Pick (strategy, epoch_mode): vmap + scan on accelerators; on CPU, loop + steps for convolutional models
-    and vmap + scan for dense-only ones (``benchmarks/results_strategies*.md``, ``results_runs_*.md``)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if epoch_mode not in EPOCH_MODES:
-        raise ValueError(f"epoch_mode must be one of {EPOCH_MODES}, got {epoch_mode!r}")
-    backend = backend or jax.default_backend()
-    on_cpu = backend == "cpu"
-    if strategy == "auto":
-        # XLA:CPU runs a vmapped convolution as a batch-grouped one, far slower than a loop over
-        # runs; a vmapped matmul is a plain batched matmul, faster than looping tiny ones.
-        strategy = "loop" if on_cpu and has_conv else "vmap"
-    if epoch_mode == "auto":
-        # A scanned epoch of convolutions runs 3-4x slower on XLA:CPU than a loop of jitted steps; for dense-only
-        # models the scan saves the per-step dispatch and wins at every run count measured (FC3, batch 50:
-        # 2.2x at 1 run, 1.1x at 100, 1.4x at 1000; benchmarks/results_runs_fc3.md).
-        epoch_mode = "steps" if on_cpu and has_conv else "scan"
-    return strategy, epoch_mode
+    """(strategy, epoch_mode) names of ``runners.resolve_runner``'s choice (``auto`` on an accelerator: ``vmap``
+    before ``fit``'s measurement)."""
+    r = resolve_runner(strategy, epoch_mode, backend, has_conv)
+    return r.strategy, r.epoch_mode
 
 
 def has_conv(model: nn.Module, sample_x: jnp.ndarray) -> bool:
@@ -83,8 +64,7 @@ class FitResult:
     state: Any
     history: dict[str, np.ndarray]
     diverged: np.ndarray  # (R,) bool: non-finite loss or parameters at some epoch
-    strategy: str
-    epoch_mode: str
+    runner: Runner  # trained the runs; scores them too (apply_runs(..., strategy=runner))
     plan: BatchPlan
     compile_s: float = 0.0
     train_s: float = 0.0
@@ -95,6 +75,14 @@ class FitResult:
     start_epoch: int = 0  # > 0 when the run resumed from a checkpoint of that many completed epochs
     n_chunks: int = 1  # programs the run axis was split into (train.chunks.fit_in_chunks)
     memory: Any = None  # train.chunks.MemoryEstimate when the chunking was decided by memory
+
+    @property
+    def strategy(self) -> str:
+        return self.runner.strategy
+
+    @property
+    def epoch_mode(self) -> str:
+        return self.runner.epoch_mode
 
 
 class TrainingInterrupted(Exception):
@@ -119,27 +107,16 @@ class Checkpointer(Protocol):
     def wait(self) -> None: ...
 
 
-def _pad_runs(tree: Any, r_pad: int) -> Any:
-    def pad(a):
-        a = np.asarray(a)
-        extra = r_pad - a.shape[0]
-        return a if extra == 0 else np.concatenate([a, np.repeat(a[-1:], extra, axis=0)], axis=0)
-    return jax.tree.map(pad, tree)
-
-
-def _finite(tree: Any) -> jnp.ndarray:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack(leaves))
-
-
 def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
         keys: np.ndarray, *, epochs: int, batch_size: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
-        strategy: str = "auto", epoch_mode: str = "auto", devices: list | None = None,
+        strategy: str | Runner = "auto", epoch_mode: str = "auto", devices: list | None = None,
         steps_per_epoch: int | None = None, anomaly_share: float | None = None,
         warm_start: dict[str, Any] | None = None, snapshot_epochs: Sequence[int] = (),
         callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None,
         checkpoint: Checkpointer | None = None, resume: bool = False,
-        should_stop: Callable[[], bool] | None = None, plan_sizes: tuple[int, int] | None = None) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, plan_sizes: tuple[int, int] | None = None,
+        autotune_runs: bool | None = None, autotune_cache: AutotuneCache | None | bool = None,
+        autotune_log: Callable[[str], None] | None = print) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
     ``hp``: per-run arrays (R,) for the optimizer (lr, weight_decay) and the objective.
@@ -170,7 +147,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     sample_x = jnp.asarray(data.x[:1])
-    strategy, epoch_mode = resolve_strategy(strategy, epoch_mode, has_conv=has_conv(model, sample_x))
+    runner = resolve_runner(strategy, epoch_mode, has_conv=has_conv(model, sample_x))
+    measure = strategy == "auto" and (jax.default_backend() != "cpu" if autotune_runs is None else autotune_runs)
     n_runs = data.n_runs
     uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
     if uses_anomalies and int(data.m_valid.min()) < 1:
@@ -187,109 +165,26 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     step = make_train_step(model, objective, opts, milestone_steps, gamma, labels, plan.steps)
     init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=milestone_steps,
                              gamma=gamma)
-    begin = functools.partial(begin_epoch, plan=plan)
     hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
     pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
              data.anomaly_pool.astype(np.int32), data.m_valid.astype(np.int32))
+    prepare = None
+    if hasattr(objective, "prepare"):
+        def prepare(state, runner_, r_pad):
+            return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
+    prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan), prepare=prepare,
+                    acc_zero=lambda one, x_dev: _zeros_acc(objective, model, opts, one, x_dev, labels), steps=plan.steps)
 
     wanted = {int(e) for e in snapshot_epochs}
     if any(not 0 <= e <= epochs for e in wanted):
         raise ValueError(f"snapshot_epochs must lie in 0..{epochs} (completed epochs), got {sorted(wanted)}")
     snapshots: dict[int, Any] = {}
     t0 = time.perf_counter()
-
-    # Each strategy supplies four closures over its own state layout; the epoch loop below is shared.
-    if strategy == "vmap":
-        mesh = shd.run_mesh(devices)
-        r_pad = shd.padded_runs(n_runs, mesh.devices.size)
-        rs, rep = shd.run_sharding(mesh), shd.replicated(mesh)
-        # to_global/to_host are device_put/device_get in one process; across processes every process
-        # holds the same full host arrays and gets every run's numbers back.
-        put = lambda t: shd.to_global(_pad_runs(t, r_pad), rs)  # noqa: E731
-        x_dev = shd.to_global(jnp.asarray(data.x), rep)
-        pools_d = put(pools)
-        state = jax.jit(jax.vmap(init, in_axes=(0, 0, None, 0)), out_shardings=rs)(
-            put(keys), put(hp), sample_x, put(warm_start) if warm_start else None)
-        state = _prepare(objective, model, opts, state, data, "vmap", n_runs, r_pad)
-        box = {"state": shd.to_global(state, rs)}
-        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), box["state"])
-        acc0 = shd.to_global(jax.tree.map(lambda z: np.zeros((r_pad,) + z.shape, z.dtype),
-                                          _zeros_acc(objective, model, opts, one, x_dev, labels)), rs)
-        begin_v = jax.jit(jax.vmap(begin), out_shardings=rs)
-        vstep = jax.vmap(step, in_axes=(0, 0, None, 0))
-        if epoch_mode == "scan":
-            def epoch_fn(state, acc, x_all, idx):
-                def body(carry, idx_t):
-                    return vstep(*carry, x_all, idx_t), None
-                (state, acc), _ = jax.lax.scan(body, (state, acc), jnp.swapaxes(idx, 0, 1))
-                return state, acc
-            run_epoch_c = jax.jit(epoch_fn, donate_argnums=(0, 1), out_shardings=(rs, rs))
-            run_epoch = lambda st, ac, idx: run_epoch_c(st, ac, x_dev, idx)  # noqa: E731
-        else:
-            vstep_c = jax.jit(vstep, donate_argnums=(0, 1), out_shardings=(rs, rs))
-
-            def run_epoch(st, ac, idx):
-                for t in range(plan.steps):
-                    st, ac = vstep_c(st, ac, x_dev, idx[:, t])
-                return st, ac
-        finite_v = jax.jit(jax.vmap(lambda s, a: _finite((s.params, a))))
-
-        def train_epoch() -> tuple[dict[str, np.ndarray], np.ndarray]:
-            st, idx = begin_v(box["state"], *pools_d)
-            st, acc = run_epoch(st, jax.tree.map(jnp.zeros_like, acc0), idx)
-            box["state"] = st
-            acc_h, finite_h = shd.to_host((acc, finite_v(st, acc)))
-            return {k: v[:n_runs] / plan.steps for k, v in acc_h.items()}, ~finite_h[:n_runs]
-
-        def stacked() -> Any:  # every run's state without the padding runs: on the device, or
-            if jax.process_count() > 1:  # on the host when no process holds every run's shards
-                return jax.tree.map(lambda a: a[:n_runs], shd.to_host(box["state"]))
-            return jax.tree.map(lambda a: a[:n_runs], box["state"])
-
-        def set_stacked(host: Any) -> None:
-            box["state"] = put(host)
-    else:
-        init_c = jax.jit(init)
-        begin_c = jax.jit(begin)
-        if epoch_mode == "scan":
-            def epoch_fn(state, acc, x_all, idx):
-                (state, acc), _ = jax.lax.scan(lambda c, i: (step(*c, x_all, i), None), (state, acc), idx)
-                return state, acc
-            run_epoch_c = jax.jit(epoch_fn, donate_argnums=(0, 1))
-            run_one = lambda st, ac, idx: run_epoch_c(st, ac, x_dev, idx)  # noqa: E731
-        else:
-            step_c = jax.jit(step, donate_argnums=(0, 1))
-
-            def run_one(st, ac, idx):
-                for t in range(plan.steps):
-                    st, ac = step_c(st, ac, x_dev, idx[t])
-                return st, ac
-        finite_c = jax.jit(lambda s, a: _finite((s.params, a)))
-        x_dev = jnp.asarray(data.x)
-        ws = (lambda r: jax.tree.map(lambda a: jnp.asarray(a[r]), warm_start)) if warm_start else (lambda r: None)
-        states = [init_c(jnp.asarray(keys[r]), {k: v[r] for k, v in hp.items()}, sample_x, ws(r)) for r in range(n_runs)]
-        if hasattr(objective, "prepare"):
-            stacked0 = _prepare(objective, model, opts, jax.tree.map(lambda *xs: jnp.stack(xs), *states), data,
-                                "loop", n_runs, n_runs)
-            states = [jax.tree.map(lambda a: a[r], stacked0) for r in range(n_runs)]
-        pools_r = [tuple(jnp.asarray(p[r]) for p in pools) for r in range(n_runs)]
-        acc0 = _zeros_acc(objective, model, opts, states[0], x_dev, labels)
-
-        def train_epoch() -> tuple[dict[str, np.ndarray], np.ndarray]:
-            accs, bad = [], np.zeros(n_runs, bool)
-            for r in range(n_runs):
-                st, idx = begin_c(states[r], *pools_r[r])
-                st, ac = run_one(st, jax.tree.map(jnp.zeros_like, acc0), idx)
-                bad[r] = not bool(finite_c(st, ac))
-                states[r] = st
-                accs.append(ac)
-            return {k: np.stack([np.asarray(a[k]) for a in accs]) / plan.steps for k in acc0}, bad
-
-        def stacked() -> Any:
-            return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-
-        def set_stacked(host: Any) -> None:
-            states[:] = [jax.tree.map(lambda a: jnp.asarray(a[r]), host) for r in range(n_runs)]
+    if measure:
+        runner = _measured_runner(runner, prog, keys, hp, sample_x, warm_start, pools, data, devices, model,
+                                  objective, opts, batch_size, autotune_cache, autotune_log)
+    session = start_session(runner, prog, keys, hp, sample_x, warm_start, pools, data.x, devices)
+    stacked, set_stacked = session.stacked, session.set_stacked
 
     snap = lambda: jax.device_get((lambda s: (s.params, s.obj_state))(stacked()))  # noqa: E731
     history: list[dict[str, np.ndarray]] = []
@@ -314,7 +209,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         snapshots[0] = snap()
     for ep in range(start, epochs):
         te = time.perf_counter()
-        means, bad = train_epoch()
+        means, bad = session.train_epoch()
         diverged |= bad
         history.append(means)
         epoch_times.append(time.perf_counter() - te)
@@ -338,8 +233,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     hist = _stack_history(history)
     # The first epoch holds the compilation; report it apart from the steady-state epochs.
     steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else (epoch_times[0] if epoch_times else 0.0)
-    return FitResult(state=final, history=hist, diverged=diverged, strategy=strategy, epoch_mode=epoch_mode,
-                     plan=plan, compile_s=max(epoch_times[0] - steady, 0.0) if epoch_times else 0.0, train_s=total,
+    return FitResult(state=final, history=hist, diverged=diverged, runner=runner, plan=plan, compile_s=max(epoch_times[0] - steady, 0.0) if epoch_times else 0.0, train_s=total,
                      epoch_s=epoch_times, full_steps_per_epoch=full_steps, snapshots=snapshots, start_epoch=start)
 
 
@@ -347,14 +241,14 @@ def _stack_history(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
     return {k: np.stack([h[k] for h in history]) for k in history[0]} if history else {}
 
 
-def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, data: RunData, strategy: str,
+def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, data: RunData, runner: Runner,
              n_runs: int, r_pad: int) -> Any:
     """Run the objective's ``prepare`` hook on the stacked state (runs padded to ``r_pad``)."""
     if not hasattr(objective, "prepare"):
         return state
-    feats = apply_runs(lambda p, x: objective.prepare_features(p, model, x), state.params, data.x,
-                       _pad_runs(data.normal_pool, r_pad), strategy=strategy)
-    mask = np.arange(data.normal_pool.shape[1])[None, :] < _pad_runs(data.n_valid, r_pad)[:, None]
+    feats = runner.apply(lambda p, x: objective.prepare_features(p, model, x), state.params, data.x,
+                         pad_runs(data.normal_pool, r_pad))
+    mask = np.arange(data.normal_pool.shape[1])[None, :] < pad_runs(data.n_valid, r_pad)[:, None]
     params, obj_state = jax.jit(jax.vmap(lambda p, o, f, m, h: objective.prepare(p, o, f, m, h, opts)))(
         state.params, state.obj_state, jnp.asarray(feats), jnp.asarray(mask), state.hp)
     return state.replace(params=params, obj_state=obj_state)
@@ -368,3 +262,35 @@ def _zeros_acc(objective: ModuleType, model: nn.Module, opts: Any, state: Any, x
     shapes = jax.eval_shape(lambda p, o, h, x: objective.loss(p, o, model, batch(x), h, opts)[1],
                             state.params, state.obj_state, state.hp, x_b)
     return {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+
+
+def _measured_runner(default: Runner, prog: Programs, keys: np.ndarray, hp: dict, sample_x: jnp.ndarray,
+                     warm_start: Any, pools: tuple, data: RunData, devices: list | None, model: nn.Module,
+                     objective: ModuleType, opts: Any, batch_size: int, cache: AutotuneCache | None | bool,
+                     log: Callable[[str], None] | None) -> Runner:
+    """``runners.autotune`` at this sweep's shapes (each candidate initialised afresh, its states discarded), or
+    the cached choice for the same device kind, model, batch and runs."""
+    n_runs = data.n_runs
+    n_dev = len(devices) if devices is not None else jax.device_count()
+    store = None if cache is False else (cache if cache is not None else AutotuneCache())
+    key = autotune_key(jax.devices()[0], model, getattr(objective, "__name__", str(objective)), opts, data.x.shape,
+                       batch_size, n_runs, n_dev)
+    hit = store.get(key) if store is not None else None
+    if hit is not None:
+        if log:
+            log(f"[autotune] {hit.name} (measured before, cached in {store.path})")
+        return hit
+    sessions: dict[Runner, Any] = {}
+
+    def run_steps(cand: Runner, k: int) -> None:
+        if k == 0:
+            sessions.clear()  # the previous candidate's states leave the device first
+            sessions[cand] = start_session(cand, prog, keys, hp, sample_x, warm_start, pools, data.x, devices)
+        sessions[cand].run_steps(k)
+
+    chosen = autotune(autotune_candidates(n_runs, default.epoch_mode, default.chunk_runs, default.unroll),
+                      run_steps, n_runs, log=log)
+    sessions.clear()
+    if store is not None:
+        store.put(key, chosen)
+    return chosen

@@ -155,9 +155,29 @@ def has_train_mode(model: nn.Module) -> bool:
     return walk(model)
 
 
+class TrainStep:
+    """One run's training step, ``step(state, acc, x_all, idx) -> (state, acc)``, and its two halves.
+
+    ``loss(params, state, x_all, idx) -> (value, (aux, stats))`` is the objective's loss on the run's batch
+    (``stats``: the training pass's new BatchNorm averages); ``finish(state, acc, grads, aux, stats)`` applies
+    the optax update, the objective's non-gradient update and its projection. The runners compose them:
+    ``vmap`` vmaps the whole step; ``vmap_fwd`` differentiates the run-summed loss of a vmapped forward pass
+    and vmaps ``finish`` after it (the same gradients: runs share no parameter). ``idx``: (B,) int32 rows of
+    ``x_all`` (N, ...).
+    """
+
+    def __init__(self, loss: Callable, finish: Callable):
+        self.loss, self.finish = loss, finish
+        self._grad = jax.value_and_grad(loss, has_aux=True)
+
+    def __call__(self, state: RunState, acc: dict, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[RunState, dict]:
+        (_, (aux, stats)), grads = self._grad(state.params, state, x_all, idx)
+        return self.finish(state, acc, grads, aux, stats)
+
+
 def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...], gamma: float,
-                    labels: jnp.ndarray, steps_per_epoch: int) -> Callable:
-    """``step(state, acc, x_all, idx) -> (state, acc)`` for one run.
+                    labels: jnp.ndarray, steps_per_epoch: int) -> TrainStep:
+    """``step(state, acc, x_all, idx) -> (state, acc)`` for one run (a ``TrainStep``).
 
     Gathers the batch from the on-device data by index, takes the gradient of the objective's
     loss (the Lagrangian for IMD-AD), applies the optax update, updates the objective's
@@ -167,26 +187,25 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
     """
     # lr and weight decay are read from the optimizer state, so the values given here are unused.
     tx = make_optimizer(0.0, 0.0, milestones, gamma)
-    if has_train_mode(model):
-        def loss(params, obj_state, model_, batch, hp, opts_):
-            # A stream apart from the objective's own use of the step key (e.g. DROCC's noise).
-            m = TrainMode(model_, jax.random.fold_in(batch["key"], DROPOUT_STREAM))
-            value, aux = objective.loss(params, obj_state, m, batch, hp, opts_)
-            return value, (aux, m.updates or {})
-    else:
-        def loss(params, obj_state, model_, batch, hp, opts_):
-            value, aux = objective.loss(params, obj_state, model_, batch, hp, opts_)
+    train_mode = has_train_mode(model)
+
+    def loss(params: Any, state: RunState, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[jnp.ndarray, tuple]:
+        batch = make_batch(x_all, idx, labels, state, steps_per_epoch)
+        if not train_mode:
+            value, aux = objective.loss(params, state.obj_state, model, batch, state.hp, opts)
             return value, (aux, {})
-    grad_fn = jax.value_and_grad(loss, has_aux=True)
+        # A stream apart from the objective's own use of the step key (e.g. DROCC's noise).
+        m = TrainMode(model, jax.random.fold_in(batch["key"], DROPOUT_STREAM))
+        value, aux = objective.loss(params, state.obj_state, m, batch, state.hp, opts)
+        return value, (aux, m.updates or {})
+
     # Both hooks are optional: most objectives keep no non-gradient state and need no projection.
     update_obj_state = getattr(objective, "update_obj_state", lambda obj_state, aux, hp, opts, epoch: obj_state)
     project = getattr(objective, "project", lambda params, obj_state, opts: params)
 
-    def step(state: RunState, acc: dict, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[RunState, dict]:
-        batch = make_batch(x_all, idx, labels, state, steps_per_epoch)
-        (_, (aux, stats)), grads = grad_fn(state.params, state.obj_state, model, batch, state.hp, opts)
+    def finish(state: RunState, acc: dict, grads: Any, aux: dict, stats: dict) -> tuple[RunState, dict]:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        obj_state = update_obj_state(state.obj_state, aux, state.hp, opts, batch["epoch"])
+        obj_state = update_obj_state(state.obj_state, aux, state.hp, opts, state.step // steps_per_epoch)
         # Collections other than "params" (BatchNorm's running averages) are not trained: they take the
         # values the training pass computed (their gradient is zero, so Adam leaves them as they were).
         params = {**optax.apply_updates(state.params, updates), **stats}
@@ -194,4 +213,4 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
         acc = jax.tree.map(jnp.add, acc, aux)
         return state.replace(params=params, opt_state=opt_state, obj_state=obj_state, step=state.step + 1), acc
 
-    return step
+    return TrainStep(loss, finish)
