@@ -1,4 +1,10 @@
-"""Convolution, 2x2 max-pooling and batch norm in the forms that train fastest on XLA:CPU (issue 6).
+"""Convolution, 2x2 max-pooling and batch norm in the forms that train fastest on XLA:CPU, and the plain Flax/XLA
+forms on a GPU or TPU.
+
+Each layer's CPU form was measured on XLA:CPU only. Where a layer would pick it by default, the choice is made with
+``lax.platform_dependent`` when the program is lowered for its platform: a program lowered for CPU gets the CPU
+form, one lowered for a GPU or TPU (also ahead of time, on a CPU host) gets ``nn.max_pool``, autodiff's batch-norm
+gradient and ``lax.conv_general_dilated`` (``benchmarks/results_aot.md`` reads what they compile to).
 
 ``Conv`` is a drop-in for ``nn.Conv(features, (k, k), padding="SAME", use_bias=...)``: the same parameter names,
 shapes and initialisers (``kernel`` in HWIO, ``bias``), so a model built from it loads the checkpoints of one built
@@ -146,7 +152,8 @@ class Conv(nn.Module):
 
     ``impl``: "xla" (``lax.conv_general_dilated``, numerically nn.Conv), "im2col" (``conv2d_im2col``: equal to
     float rounding, forward and gradient) or "auto" (``resolve_conv_impl`` with this layer's input channels
-    and strides, on ``jax.default_backend()``). "auto" does not know whether the layer runs under ``jax.vmap``;
+    and strides: CPU's choice on CPU, "xla" on a GPU or TPU, decided when the program is lowered for its
+    platform). "auto" does not know whether the layer runs under ``jax.vmap``;
     a caller that vmaps a CPU step over runs should ask ``resolve_conv_impl(..., vmapped=True)`` and pass the
     answer.
     """
@@ -171,21 +178,33 @@ class Conv(nn.Module):
         batch_shape = inputs.shape[:-3]
         x = inputs.reshape((-1,) + inputs.shape[-3:])  # none or several batch axes -> one, as nn.Conv
         cin = x.shape[-1]
-        impl = resolve_conv_impl(self.impl, in_features=cin, strides=strides)
+        # "auto" is resolved for CPU here and for any other platform when the program is lowered for it
+        # (lax.platform_dependent), so a program compiled ahead of time for a GPU or TPU on a CPU host gets
+        # the accelerator's form.
+        impl = resolve_conv_impl(self.impl, "cpu", in_features=cin, strides=strides) if self.impl == "auto" \
+            else self.impl
         if impl == "im2col" and strides != (1, 1):
             raise ValueError(f"impl='im2col' supports strides 1 only, got {self.strides!r}; use impl='xla'")
         kernel = self.param("kernel", self.kernel_init, kernel_size + (cin, self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         mode, pads = _explicit_padding(self.padding, x.shape[1:3], kernel_size, strides)
-        if impl == "im2col":
-            y = conv2d_im2col(x, kernel, pads, mode, self.precision)
-        else:
+
+        def xla(x, kernel):
+            pads_ = pads
             if mode != "constant":
                 x = jnp.pad(x, ((0, 0), *pads, (0, 0)), mode=mode)
-                pads = [(0, 0), (0, 0)]
-            y = lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         precision=self.precision)
+                pads_ = [(0, 0), (0, 0)]
+            return lax.conv_general_dilated(x, kernel, strides, pads_, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision=self.precision)
+
+        def im2col(x, kernel):
+            return conv2d_im2col(x, kernel, pads, mode, self.precision)
+
+        if impl == "im2col" and self.impl == "auto":
+            y = lax.platform_dependent(x, kernel, cpu=im2col, default=xla)
+        else:
+            y = (im2col if impl == "im2col" else xla)(x, kernel)
         if bias is not None:
             y = y + bias
         return y.reshape(batch_shape + y.shape[1:])
@@ -254,14 +273,16 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     x = x.reshape((-1,) + x.shape[-3:])
     h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
     # An odd last row or column is cropped outside the custom VJP: the slice's own gradient gives it zeros.
-    y = _max_pool_2x2(x[:, :h, :w])
+    # The hand-written gradient was measured on XLA:CPU only; GPU and TPU get reduce_window and its own
+    # select-and-scatter, which their compilers know (chosen when the program is lowered for its platform).
+    y = lax.platform_dependent(x[:, :h, :w], cpu=_max_pool_2x2,
+                               default=lambda v: nn.max_pool(v, (2, 2), strides=(2, 2)))
     return y.reshape(batch_shape + y.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------- batch norm
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _batch_norm_train(x: jnp.ndarray, epsilon: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def _batch_norm_plain(x: jnp.ndarray, epsilon: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     # nn.BatchNorm's training pass, affine-free, over every axis but the last: the same statistics
     # (E[x^2] - E[x]^2, floored at 0: flax's use_fast_variance) and normalisation, bit for bit.
     # Statistics in float32 whatever the input's dtype, as flax's force_float32_reductions (a no-op for f32).
@@ -270,6 +291,10 @@ def _batch_norm_train(x: jnp.ndarray, epsilon: float) -> tuple[jnp.ndarray, jnp.
     mean = jnp.mean(xf, axes)
     var = jnp.maximum(jnp.mean(xf * xf, axes) - mean * mean, 0.0)
     return ((xf - mean) * lax.rsqrt(var + epsilon)).astype(x.dtype), mean, var
+
+
+# The same forward with the hand-written gradient below (measured on XLA:CPU).
+_batch_norm_train = jax.custom_vjp(_batch_norm_plain, nondiff_argnums=(1,))
 
 
 def _batch_norm_train_fwd(x: jnp.ndarray, epsilon: float) -> tuple[Any, Any]:
@@ -316,7 +341,10 @@ class AffineFreeBatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
         if use_running_average:
             return ((x - ra_mean.value) * lax.rsqrt(ra_var.value + self.epsilon)).astype(x.dtype)
-        y, mean, var = _batch_norm_train(x, self.epsilon)
+        # The hand-written gradient on CPU, where it was measured; autodiff's elsewhere (GPU/TPU compilers fuse
+        # the statistics' passes themselves), chosen when the program is lowered for its platform.
+        y, mean, var = lax.platform_dependent(x, cpu=lambda v: _batch_norm_train(v, self.epsilon),
+                                              default=lambda v: _batch_norm_plain(v, self.epsilon))
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
