@@ -32,7 +32,6 @@ through flax's statistics; ``benchmarks/check_bn_gradient_auc.py`` checks that i
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -181,8 +180,7 @@ class Conv(nn.Module):
         # "auto" is resolved for CPU here and for any other platform when the program is lowered for it
         # (lax.platform_dependent), so a program compiled ahead of time for a GPU or TPU on a CPU host gets
         # the accelerator's form.
-        impl = resolve_conv_impl(self.impl, "cpu", in_features=cin, strides=strides) if self.impl == "auto" \
-            else self.impl
+        impl = resolve_conv_impl(self.impl, "cpu", in_features=cin, strides=strides)
         if impl == "im2col" and strides != (1, 1):
             raise ValueError(f"impl='im2col' supports strides 1 only, got {self.strides!r}; use impl='xla'")
         kernel = self.param("kernel", self.kernel_init, kernel_size + (cin, self.features), self.param_dtype)

@@ -8,7 +8,6 @@ device's memory limit (``memory_stats()["bytes_limit"]`` on a GPU/TPU, half the 
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, replace
 from types import ModuleType
@@ -16,11 +15,12 @@ from typing import Any, Callable, ContextManager
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from imdad_jax.train.engine import FitResult, RunData, _zeros_acc, fit
-from imdad_jax.train.step import begin_epoch, init_run, make_train_step, plan_batches
+from imdad_jax.train.engine import FitResult, RunData, fit
+from imdad_jax.train.programs import lower_train_step
+from imdad_jax.train.runners import Runner, as_runner
+from imdad_jax.train.step import plan_batches
 
 # Share of the device's memory a sweep may plan for: XLA needs room for its own buffers and fragmentation.
 MEMORY_FRACTION = 0.8
@@ -54,29 +54,29 @@ def device_memory_budget(device: Any = None) -> int:
 
 
 def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
-                    *, batch_size: int, anomaly_share: float | None = None) -> MemoryEstimate:
-    """XLA's memory analysis of the vmapped training step compiled for 1 and 2 runs (nothing is run)."""
+                    *, batch_size: int, anomaly_share: float | None = None, runner: Runner | str = "vmap",
+                    devices: list | None = None) -> MemoryEstimate:
+    """XLA's memory analysis of the runner's training step compiled for 1 and 2 runs (nothing is run).
+
+    ``runner``: the strategy the sweep trains with (``loop`` is estimated as ``vmap``: it keeps every run's state
+    on the device too, and ``vmap`` holds the most activations, so a sweep sized by it fits every strategy).
+    ``devices``: where it compiles (default this process's first device; compile-only devices of a GPU/TPU
+    target give that target's numbers, which is how ``imdad_jax.aot`` sizes a sweep for a device not here).
+    """
+    runner = as_runner(runner)
+    devices = list(devices)[:1] if devices else None  # one device's share: the budget is one device's
+    if runner.strategy == "loop":
+        runner = Runner("vmap")
     uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
     plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size,
                         anomaly_share)
-    step = make_train_step(model, objective, opts, (), 0.1, plan.labels, plan.steps)
-    init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=(), gamma=0.1)
-    sample_x = jnp.asarray(data.x[:1])
-    hp1 = {k: jnp.asarray(np.asarray(v, np.float32)[0]) for k, v in hp.items()}
-    one = jax.eval_shape(lambda k: init(k, hp1, sample_x, None), jax.random.PRNGKey(0))
-    pools = (data.normal_pool[0], data.n_valid[0], data.anomaly_pool[0], data.m_valid[0])
-    _, idx = jax.eval_shape(lambda st, *p: begin_epoch(st, *p, plan=plan), one,
-                            *(jnp.asarray(np.asarray(p).astype(np.int32)) for p in pools))
-    x_all = jax.ShapeDtypeStruct(data.x.shape, jnp.float32)
-    acc = jax.eval_shape(lambda: _zeros_acc(objective, model, opts, one, x_all, plan.labels))
-    vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
 
     def total(r: int) -> int:
-        stack = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct((r,) + a.shape, a.dtype), t)  # noqa: E731
-        m = vstep.lower(stack(one), stack(acc), x_all,
-                        jax.ShapeDtypeStruct((r,) + idx.shape[1:], idx.dtype)).compile().memory_analysis()
+        compiled = lower_train_step(model, objective, opts, runner, r, plan, data.x.shape, tuple(hp),
+                                    devices).compile()
+        m = compiled.memory_analysis()
         if m is None:  # a backend without the analysis: count the arguments (state + data) alone
-            return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves((stack(one), x_all)))
+            return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(compiled.args_info))
         return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
 
     t1, t2 = total(1), total(2)
@@ -133,8 +133,12 @@ def fit_in_chunks(model: nn.Module, objective: ModuleType, opts: Any, data: RunD
     n = data.n_runs
     estimate = None
     if max_runs == "auto":
+        # A forced strategy is sized by its own program; "auto" by vmap's, the largest of the candidates it
+        # measures, so whichever it picks fits.
+        strategy = fit_kw.get("strategy", "auto")
         estimate = estimate_memory(model, objective, opts, data, hp, batch_size=fit_kw["batch_size"],
-                                   anomaly_share=fit_kw.get("anomaly_share"))
+                                   anomaly_share=fit_kw.get("anomaly_share"),
+                                   runner="vmap" if strategy == "auto" else strategy, devices=fit_kw.get("devices"))
         budget = device_memory_budget() if budget is None else budget
         max_runs = None
     chunks = plan_chunks(n, max_runs, estimate, budget)

@@ -168,11 +168,10 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
     pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
              data.anomaly_pool.astype(np.int32), data.m_valid.astype(np.int32))
-    prepare = None
-    if hasattr(objective, "prepare"):
-        def prepare(state, runner_, r_pad):
-            return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
-    prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan), prepare=prepare,
+    def prepare(state, runner_, r_pad):
+        return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
+    prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan),
+                    prepare=prepare if hasattr(objective, "prepare") else None,
                     acc_zero=lambda one, x_dev: _zeros_acc(objective, model, opts, one, x_dev, labels), steps=plan.steps)
 
     wanted = {int(e) for e in snapshot_epochs}
