@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from imdad_jax.train.runners import Runner
-from imdad_jax.train.programs import lower_train_step
+from imdad_jax.train.programs import lower_train_step, program_bytes
 from imdad_jax.train.step import BatchPlan, make_train_step
 
 GiB = 2 ** 30
@@ -186,7 +186,8 @@ def compile_for(target: str | Target, model: Any, objective: ModuleType, opts: A
     mem = compiled.memory_analysis()
     if mem is not None:
         out.update(temp_bytes=int(mem.temp_size_in_bytes), argument_bytes=int(mem.argument_size_in_bytes),
-                   output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes))
+                   output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes),
+                   program_bytes=program_bytes(mem))
     cost = compiled.cost_analysis()
     if isinstance(cost, list):  # older jax: one dict per program
         cost = cost[0] if cost else None
@@ -195,11 +196,6 @@ def compile_for(target: str | Target, model: Any, objective: ModuleType, opts: A
     if tgt.platform == "cuda":
         out["kernels"] = gpu_conv_kernels(compiled.as_text())
     return out
-
-
-def peak_bytes(info: dict) -> int:
-    """Device bytes the program needs while it runs: arguments + outputs not aliased to them + temporaries."""
-    return int(info["argument_bytes"] + info["output_bytes"] - info.get("alias_bytes", 0) + info["temp_bytes"])
 
 
 def runs_that_fit(target: str | Target, bytes_at: dict[int, int], memory_fraction: float | None = None) -> int:

@@ -2,7 +2,7 @@
 
 A run's numbers do not depend on the runs beside it (its key, data, hyperparameters and the sweep's batch plan
 fix them), so training R runs as chunks of C gives every run the numbers it has in one program of R. The cost
-of a run comes from XLA's own memory analysis of the compiled vmapped training step at R = 1 and R = 2 (the
+of a run comes from XLA's own memory analysis of the compiled training step at R = 1 and R = 16 (the
 step holds the state, its gradients and the batch's activations), nothing is guessed; the budget is the
 device's memory limit (``memory_stats()["bytes_limit"]`` on a GPU/TPU, half the physical memory on a CPU).
 """
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from imdad_jax.train.engine import FitResult, RunData, fit
-from imdad_jax.train.programs import lower_train_step
+from imdad_jax.train.programs import lower_train_step, program_bytes
 from imdad_jax.train.runners import Runner, as_runner
 from imdad_jax.train.step import plan_batches
 
@@ -55,8 +55,11 @@ def device_memory_budget(device: Any = None) -> int:
 
 def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
                     *, batch_size: int, anomaly_share: float | None = None, runner: Runner | str = "vmap",
-                    devices: list | None = None) -> MemoryEstimate:
-    """XLA's memory analysis of the runner's training step compiled for 1 and 2 runs (nothing is run).
+                    devices: list | None = None, at: tuple[int, int] = (1, 16)) -> MemoryEstimate:
+    """XLA's memory analysis of the runner's training step compiled for ``at`` runs (nothing is run): the line
+    through the two gives the fixed bytes and the bytes per run. Two points apart, not 1 and 2: accelerator
+    compilers pad and reuse buffers differently at tiny run counts (on a TPU v5e target the CNN2 step grew by
+    a fraction of its per-run cost from 1 to 2 runs), and a chunk is planned for hundreds.
 
     ``runner``: the strategy the sweep trains with (``loop`` is estimated as ``vmap``: it keeps every run's state
     on the device too, and ``vmap`` holds the most activations, so a sweep sized by it fits every strategy).
@@ -77,11 +80,12 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
         m = compiled.memory_analysis()
         if m is None:  # a backend without the analysis: count the arguments (state + data) alone
             return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(compiled.args_info))
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+        return program_bytes(m)
 
-    t1, t2 = total(1), total(2)
-    per_run = max(t2 - t1, 1)
-    return MemoryEstimate(fixed=max(t1 - per_run, 0), per_run=per_run)
+    r1, r2 = at
+    t1, t2 = total(r1), total(r2)
+    per_run = max(-(-(t2 - t1) // (r2 - r1)), 1)
+    return MemoryEstimate(fixed=max(t1 - per_run * r1, 0), per_run=per_run)
 
 
 def plan_chunks(n_runs: int, max_runs: int | None, estimate: MemoryEstimate | None = None,

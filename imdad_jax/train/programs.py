@@ -63,3 +63,10 @@ def lower_train_step(model: nn.Module, objective: ModuleType, opts: Any, runner:
     stack = lambda t: jax.tree.map(lambda a: spec(a, rs), t)  # noqa: E731
     x_all = jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32, sharding=rep)
     return jax.jit(fn, donate_argnums=(0, 1)).lower(stack(one), stack(acc), x_all, spec(idx, rs))
+
+
+def program_bytes(memory: Any) -> int:
+    """Device bytes a compiled program needs while it runs, from its ``memory_analysis()``: its arguments, the
+    outputs that do not reuse a donated argument's buffer, and its temporaries."""
+    return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+               - getattr(memory, "alias_size_in_bytes", 0) + memory.temp_size_in_bytes)
