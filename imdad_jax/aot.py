@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from imdad_jax.train.runners import Runner
-from imdad_jax.train.programs import lower_train_step, program_bytes
+from imdad_jax.train.programs import compile_lowered, lower_train_step, program_bytes
 from imdad_jax.train.step import BatchPlan, make_train_step
 
 GiB = 2 ** 30
@@ -141,6 +141,9 @@ def jaxpr_flops(fn: Any, *args: Any) -> float:
                 total += times * 2.0 * float(np.prod(eqn.outvars[0].aval.shape)) * macs_per_out
             elif name == "scan":
                 total += walk(eqn.params["jaxpr"].jaxpr, times * eqn.params["length"])
+            elif name == "cond":
+                # One branch runs (lax.platform_dependent's CPU and accelerator forms are branches): the dearest.
+                total += max(walk(b.jaxpr, times) for b in eqn.params["branches"])
             else:
                 for p in eqn.params.values():
                     for sub in (p if isinstance(p, (tuple, list)) else (p,)):
@@ -177,7 +180,7 @@ def compile_for(target: str | Target, model: Any, objective: ModuleType, opts: A
     t0 = time.perf_counter()
     try:
         lowered = lower_train_step(model, objective, opts, runner, n_runs, plan, x_shape, hp_names, tgt.devices())
-        compiled = lowered.compile()
+        compiled = compile_lowered(lowered)
     except Exception as e:  # noqa: BLE001 - a target that does not take the program is a result, not a crash
         out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         return out

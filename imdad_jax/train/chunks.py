@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from imdad_jax.train.engine import FitResult, RunData, fit
-from imdad_jax.train.programs import lower_train_step, program_bytes
+from imdad_jax.train.programs import compile_lowered, lower_train_step, program_bytes
 from imdad_jax.train.runners import Runner, as_runner
 from imdad_jax.train.step import plan_batches
 
@@ -75,8 +75,8 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
                         anomaly_share)
 
     def total(r: int) -> int:
-        compiled = lower_train_step(model, objective, opts, runner, r, plan, data.x.shape, tuple(hp),
-                                    devices).compile()
+        compiled = compile_lowered(lower_train_step(model, objective, opts, runner, r, plan, data.x.shape, tuple(hp),
+                                                    devices))
         m = compiled.memory_analysis()
         if m is None:  # a backend without the analysis: count the arguments (state + data) alone
             return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(compiled.args_info))

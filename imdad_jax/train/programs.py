@@ -70,3 +70,16 @@ def program_bytes(memory: Any) -> int:
     outputs that do not reuse a donated argument's buffer, and its temporaries."""
     return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
                - getattr(memory, "alias_size_in_bytes", 0) + memory.temp_size_in_bytes)
+
+
+def compile_lowered(lowered: Any) -> Any:
+    """``lowered.compile()``, never written to JAX's persistent compilation cache. For analysis only: an executable
+    compiled for a compile-only device (a GPU or TPU that is not here) cannot be loaded back from the cache (XLA
+    refuses without a device client), so caching it would only warn on the next read. (Switching the cache off
+    does not work once it is in use: JAX decides that once per process; the write thresholds are read each time.)"""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
+    try:
+        return lowered.compile()
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
