@@ -268,7 +268,7 @@ def markdown(out: dict) -> str:
                         continue
                     fl = f"{info['flops_per_run_step'] / 1e9:.3f}" if "flops_per_run_step" in info else "n/a"
                     by = f"{info['bytes_per_run_step'] / 1e6:.1f}" if "bytes_per_run_step" in info else "n/a"
-                    rl = f"{info['roofline_protocol_s']:.2f}" if "roofline_protocol_s" in info else ""
+                    rl = f"{info['roofline_protocol_s']:.3g}" if "roofline_protocol_s" in info else ""
                     lines.append(f"| {sname} | {r} | yes | {info.get('kernel_summary', 'n/a')} | "
                                  f"{info['bytes_per_run'] / MiB:.1f} | {info['program_bytes'] / MiB:.0f} | "
                                  f"{sinfo.get('runs_that_fit', '')} | {fl} | {by} | {rl} | {info['compile_s']:.1f} |")

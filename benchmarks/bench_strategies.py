@@ -2,6 +2,11 @@
 """Steps/s and run-steps/s of each run-axis strategy, side by side in one process.
 
     python benchmarks/bench_strategies.py --runs=1,10 --arch=cnn2 --steps=10
+    python benchmarks/bench_strategies.py --runs=1,10,100,1000 --strategies=auto/scan,vmap/scan,vmap_fwd/scan,map/scan,chunked/scan
+
+``auto/<epoch_mode>`` runs the on-device measurement that ``--strategy=auto`` makes on an accelerator (forced here
+on any backend, never read from or written to the cache) and reports its choice beside the rates it measured.
+A strategy that fails (out of device memory at 1000 runs, say) gets a row saying why; the others go on.
 
 Synthetic 28x28 data of Fashion-MNIST's size per run (6000 normals + 600 anomalies per run is
 not needed for timing: the pools are random indices into one shared array). Compilation is timed
@@ -58,27 +63,37 @@ def main() -> int:
               dict(lr=1e-4, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1).items()}
         keys = np.stack([np.asarray(jax.random.PRNGKey(i)) for i in range(n_runs)])
         # XLA's own account of the vmapped step's buffers (arguments + outputs + temporaries), measured by
-        # compiling it for 1 and 2 runs: the device memory a sweep of this many runs needs in one program
+        # compiling it for 1 and 16 runs: the device memory a sweep of this many runs needs in one program
         mem = estimate_memory(model, obj, obj.Options(), data, hp, batch_size=a.batch_size)
         for strat in a.strategies.split(","):
             s, e = strat.split("/")
-            res = fit(model, obj, obj.Options(), data, hp, keys, epochs=a.epochs, batch_size=a.batch_size,
-                      strategy=s, epoch_mode=e, steps_per_epoch=a.steps)
+            try:
+                res = fit(model, obj, obj.Options(), data, hp, keys, epochs=a.epochs, batch_size=a.batch_size,
+                          strategy=s, epoch_mode=e, steps_per_epoch=a.steps, autotune_runs=s == "auto",
+                          autotune_cache=False)
+            except Exception as err:  # noqa: BLE001 - one strategy out of memory must not lose the others' rows
+                rows.append({"runs": n_runs, "strategy": strat, "arch": a.arch, "batch": a.batch_size,
+                             "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"})
+                print(f"{n_runs:5d} runs  {strat:11s}  failed: {rows[-1]['error']}", flush=True)
+                continue
             t = float(np.median(res.epoch_s[1:]))
             row = {"runs": n_runs, "strategy": strat, "arch": a.arch, "batch": a.batch_size,
                    "steps_per_s": a.steps / t, "run_steps_per_s": a.steps * n_runs / t,
                    "samples_per_s": a.steps * n_runs * a.batch_size / t, "compile_s": res.compile_s,
                    "step_memory_mib": (mem.fixed + mem.per_run * n_runs) / 2**20, "peak_rss_mib": _rss_mib(),
-                   "epoch_s": t}
+                   "epoch_s": t, "ran": res.runner.name, "autotune": res.runner.autotune}
             rows.append(row)
+            chose = f"  (auto chose {res.runner.name})" if s == "auto" else ""
             print(f"{n_runs:5d} runs  {strat:11s}  {row['steps_per_s']:8.2f} steps/s  "
-                  f"{row['run_steps_per_s']:8.2f} run-steps/s  compile {row['compile_s']:.1f} s", flush=True)
+                  f"{row['run_steps_per_s']:8.2f} run-steps/s  compile {row['compile_s']:.1f} s{chose}", flush=True)
     prov = provenance()
     atomic_write(a.out + ".json", json.dumps({"provenance": prov, "rows": rows}, indent=1) + "\n")
     md = [f"# Run-axis strategies ({a.arch}, batch {a.batch_size}, {a.steps} steps/epoch)", "",
           "| runs | strategy | steps/s | run-steps/s | samples/s | compile s | step memory MiB (XLA, vmap) "
           "| peak RSS MiB so far |", "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {r['runs']} | {r['strategy']} | {r['steps_per_s']:.2f} | {r['run_steps_per_s']:.2f} "
+    md += [f"| {r['runs']} | {r['strategy']} | failed: {r['error']} | | | | | |" if "error" in r else
+           f"| {r['runs']} | {r['strategy']}{' -> ' + r['ran'] if r['strategy'].startswith('auto') else ''} "
+           f"| {r['steps_per_s']:.2f} | {r['run_steps_per_s']:.2f} "
            f"| {r['samples_per_s']:.0f} | {r['compile_s']:.1f} | {r['step_memory_mib']:.1f} "
            f"| {r['peak_rss_mib']:.0f} |" for r in rows]
     md += ["", f"- command: `{prov['command']}`", f"- commit: `{prov['git_commit']}`",

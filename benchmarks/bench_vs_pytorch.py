@@ -35,10 +35,11 @@ the normals only (6000 a class: 40 steps an epoch at batch 150), IMD-AD on norma
 Timing: each side first warms up (PyTorch (a): the reference's center pass and one epoch, per run; (b):
 ``--torch_warmup_steps`` steps per run; (d): as many steps of all runs at once, plus its setup; ours: a probe
 ``fit`` of a few steps, then the measured ``fit``, whose first epoch holds the compilation), then runs about
-``--seconds`` of steady state: (a) whole epochs of its trainer, (b) and (d) steps until the time is up, (c) a fixed number of steps sized from the probe. (a) and (b)
-split the seconds over their R runs; (d), like ours, advances all R runs with every step (on cuda it closes each
-timed phase with ``torch.cuda.synchronize()``). "warm-up s" is what the warm-up phase cost beyond its steps at the
-steady rate (compilation, the center pass, setup). ``torch.set_num_threads(os.cpu_count())``; JAX's default
+``--seconds`` of steady state: (a) whole epochs of its trainer, (b) and (d) steps until the time is up, (c) a
+fixed number of steps sized from the probe. (a) and (b) split the seconds over their R runs; (d), like ours,
+advances all R runs with every step (on cuda it closes each timed phase with ``torch.cuda.synchronize()``).
+"warm-up s" is what the warm-up phase cost beyond its steps at the steady rate (compilation, the center pass,
+setup). ``torch.set_num_threads(os.cpu_count())``; JAX's default
 threading. The projected wall time is the paper's protocol (10 classes x 200 epochs) at the measured rates:
 ``(10 / R) * warm-up + 10 * 200 * steps_per_epoch / run-steps/s``.
 

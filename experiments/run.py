@@ -82,7 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_runs", help="runs per program: 'auto' (default: as many as fit in the accelerator's memory, "
                                       "measured; all at once on a CPU), 'all', or a number (larger sweeps train in "
                                       "chunks of that many, with the same numbers per run)")
-    p.add_argument("--strategy", help="auto (default), vmap or loop")
+    p.add_argument("--strategy", help="how the run axis executes: auto (default: on an accelerator, a few measured "
+                                      "steps of vmap, vmap_fwd, map and chunked, the fastest kept and cached; on a "
+                                      "CPU loop for CNNs, vmap for MLPs), vmap, vmap_fwd, map, chunked or loop "
+                                      "(docs/scaling.md)")
     p.add_argument("--epoch_mode", help="auto (default), scan or steps")
     p.add_argument("--data_dir", help="folder with the image dataset's files (else $IMDAD_MNIST_DIR, $IMDAD_FMNIST_DIR, "
                                       "$IMDAD_CIFAR10_DIR, then the places docs/data.md lists, then TFDS)")

@@ -48,7 +48,12 @@ class Target:
 
     def devices(self) -> list:
         """The target's compile-only devices (one chip). Raises ``RuntimeError`` naming the extra to install."""
+        import os
+
         from jax.experimental import topologies
+        # libtpu takes a machine-wide lockfile for the TPU it drives; compiling for a TPU that is not here drives
+        # none, and a second process (a test worker, a report beside a test run) must not be refused.
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
         kw = dict(self.topology)
         if self.platform == "cuda":
             kw["target_config"] = resources.files("imdad_jax.targets").joinpath("h100_target.pbtxt").read_text()
@@ -80,7 +85,8 @@ TARGETS = {
 
 
 def available(name: str = "h100") -> str | None:
-    """None when ``name`` compiles here, else the reason (for a test's skip)."""
+    """None when ``name`` compiles here, else the reason (for a test's skip). Loads the target's plugin: call it
+    when about to compile, not at import or test collection."""
     try:
         TARGETS[name].devices()
         return None

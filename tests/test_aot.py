@@ -18,8 +18,13 @@ from imdad_jax.train.runners import Runner, autotune_candidates
 from imdad_jax.train.sharding import padded_runs
 from imdad_jax.train.step import plan_batches
 
-H100_SKIP = aot.available("h100")
-TPU_SKIP = aot.available("tpu_v5e")
+
+def _need(target):
+    # Asked when a test runs, not at collection: loading a plugin in every test worker is wasted work.
+    why = aot.available(target)
+    if why:
+        pytest.skip(why)
+
 OBJ = get_objective("imdad")
 HP = ("lr", "weight_decay", *OBJ.HYPERPARAMS)
 # The main job's step: CNN2+FC3 IMD-AD at batch 150 on Fashion-MNIST shapes (a smaller shared training set: the
@@ -34,8 +39,8 @@ def _main_model():
     return OBJ.make_model(enc, X_SHAPE[1:], opts), opts
 
 
-@pytest.mark.skipif(H100_SKIP is not None, reason=str(H100_SKIP))
 def test_h100_programs_compile_and_vmap_fwd_calls_cudnn_backward_filter_kernels():
+    _need("h100")
     model, opts = _main_model()
     got = {}
     for runner in autotune_candidates(16):  # what auto measures on a GPU: each must compile
@@ -51,8 +56,8 @@ def test_h100_programs_compile_and_vmap_fwd_calls_cudnn_backward_filter_kernels(
     assert got["map"] == {("forward", 1), ("backward-input", 1), ("backward-filter", 1)}
 
 
-@pytest.mark.skipif(TPU_SKIP is not None, reason=str(TPU_SKIP))
 def test_tpu_v5e_default_step_compiles_with_the_plain_layers_and_the_models_flops():
+    _need("tpu_v5e")
     model, opts = _main_model()
     info = aot.compile_for("tpu_v5e", model, OBJ, opts, Runner("vmap"), 4, PLAN, X_SHAPE, HP)
     assert info["compiled"], info.get("error")
@@ -70,9 +75,9 @@ def test_tpu_v5e_default_step_compiles_with_the_plain_layers_and_the_models_flop
     assert "reduce_window" not in cpu_text and "select_and_scatter" not in cpu_text
 
 
-@pytest.mark.skipif(TPU_SKIP is not None, reason=str(TPU_SKIP))
 def test_notebooks_program_compiles_for_a_tpu_v5e_2x2_slice():
     """The notebook's full-size sweep on a Colab-like TPU: the paper config's ten runs sharded over four chips."""
+    _need("tpu_v5e")
     from jax.experimental import topologies
     cfg = make_config("paper", classes=tuple(range(10)))
     obj, opts = objective_options(cfg)
@@ -86,9 +91,9 @@ def test_notebooks_program_compiles_for_a_tpu_v5e_2x2_slice():
     assert "runs" in str(compiled.input_shardings)
 
 
-@pytest.mark.skipif(H100_SKIP is not None, reason=str(H100_SKIP))
 def test_max_runs_auto_on_an_h100_agrees_with_the_compiled_programs_runs_per_device():
     """``--max_runs=auto`` sizes chunks from the same memory analysis the AOT report tabulates."""
+    _need("h100")
     model, opts = _main_model()
     tgt = aot.TARGETS["h100"]
     data = RunData(np.zeros(X_SHAPE, np.float32), np.zeros((1, 3000), np.int32), np.array([3000]),

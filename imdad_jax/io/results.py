@@ -172,7 +172,8 @@ def write_results(out_dir: str | os.PathLike, stem: str, record: dict[str, Any],
           f"- device: {prov['devices']} ({prov['backend']}, {prov['cpu_count']} CPU cores), {prov['platform']}",
           "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
           f"- wall time: {t['total_s']:.1f} s (train {t['train_s']:.1f} s incl. compile, eval {t['eval_s']:.1f} s); "
-          f"strategy {t['strategy']}/{t['epoch_mode']}; {t['steps_per_epoch']} steps/epoch",
+          f"strategy {t['strategy']}/{t['epoch_mode']}; {t['steps_per_epoch']} steps/epoch"
+          + _autotune_note(t.get("autotune")),
           f"- schedule: preset `{cfg['preset']}`, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}, "
           f"milestones {cfg['milestones_epochs']} (x{cfg['gamma']}), weight decay {cfg['weight_decay']}, "
           f"anomalies' batch share {cfg.get('anomaly_share') or 'as in the training set'}",
@@ -210,3 +211,12 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, tuple):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _autotune_note(info: dict | None) -> str:
+    """How ``auto`` chose the strategy on an accelerator: each candidate's measured run-steps/s."""
+    if not info:
+        return ""
+    rates = ", ".join(f"{k} {v:,.0f}" if v else f"{k} failed" for k, v in info["run_steps_per_s"].items())
+    how = "cached measurement" if info.get("cached") else f"measured over {info.get('steps')} steps each"
+    return f" (auto chose {info['chosen']}: run-steps/s {rates}; {how})"
