@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "CPU loop for CNNs, vmap for MLPs), vmap, vmap_fwd, map, chunked or loop "
                                       "(docs/scaling.md)")
     p.add_argument("--epoch_mode", help="auto (default), scan or steps")
+    p.add_argument("--chunk_runs", type=int, help="runs per vmapped group of --strategy=chunked (default 8)")
+    p.add_argument("--unroll", type=int, help="steps per iteration of a scanned epoch (default 1)")
     p.add_argument("--data_dir", help="folder with the image dataset's files (else $IMDAD_MNIST_DIR, $IMDAD_FMNIST_DIR, "
                                       "$IMDAD_CIFAR10_DIR, then the places docs/data.md lists, then TFDS)")
     p.add_argument("--out_dir", default=str(ROOT / "results"))
@@ -159,7 +161,7 @@ def config_from_args(a: argparse.Namespace, method: str = "imdad"):
                                        "center_constraint", "batch_norm", "dropout", "conv_impl", "layer_norm", "residual",
                                        "se_attention",
                                        "projection",
-                                       "strategy", "epoch_mode", "drocc_ascent_steps", "pretrain_epochs",
+                                       "strategy", "epoch_mode", "chunk_runs", "unroll", "drocc_ascent_steps", "pretrain_epochs",
                                        "shallow_max_train", "shallow_pca_dims", "n_folds", "preprocess", *OBJECTIVE_HP)
             if getattr(a, k) is not None}
     if a.tune:

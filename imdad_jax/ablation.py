@@ -94,7 +94,7 @@ def run_ablation(base: ExperimentConfig, dataset: ImageDataset, options: Sequenc
 
 # Fields that change how a group is computed but not what (float rounding only; each is tested to give the same
 # numbers): a group trained under another value of these is kept on resume, not retrained.
-NUMERICS_ONLY = ("conv_impl", "strategy", "epoch_mode", "max_runs")
+NUMERICS_ONLY = ("conv_impl", "strategy", "epoch_mode", "chunk_runs", "unroll", "max_runs")
 
 
 def same_config(stored: dict[str, Any], current: dict[str, Any]) -> bool:

@@ -116,8 +116,10 @@ class ExperimentConfig:
     # runs per program: "auto" = as many as fit in the accelerator's memory (measured by XLA's memory
     # analysis; one program on a CPU), an int = at most that many, None = all in one program
     max_runs: int | str | None = "auto"
-    strategy: str = "auto"
+    strategy: str = "auto"  # train.runners: auto, vmap, vmap_fwd, map, chunked, loop
     epoch_mode: str = "auto"
+    chunk_runs: int = 8  # runs per vmapped group of the "chunked" strategy
+    unroll: int = 1  # steps per iteration of the scanned epoch
     # feature patching (FPSVDD, Huang et al. 2024; imdad_jax.feature_patching, docs/method.md): a bias-free MLP of
     # dense_features on every patch embedding of a frozen backbone; image datasets and hypersphere methods only
     feature_patching: bool = False
@@ -225,6 +227,8 @@ class ExperimentConfig:
             bad(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.epoch_mode not in EPOCH_MODES:
             bad(f"epoch_mode must be one of {EPOCH_MODES}, got {self.epoch_mode!r}")
+        if self.chunk_runs < 1 or self.unroll < 1:
+            bad(f"chunk_runs and unroll must be >= 1, got {self.chunk_runs} and {self.unroll}")
         if any(c < 1 for c in (*self.conv_features, *self.dense_features)):
             bad("layer widths must be >= 1")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):

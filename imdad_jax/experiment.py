@@ -138,6 +138,7 @@ def _fit(cfg: ExperimentConfig, dataset: Dataset | None, *, steps_per_epoch: int
     hp = run_hyperparams(cfg, data.n_runs) if hp is None else hp
     obj.validate_hp(hp)
     common = dict(batch_size=cfg.batch_size, strategy=cfg.strategy, epoch_mode=cfg.epoch_mode,
+                  chunk_runs=cfg.chunk_runs, unroll=cfg.unroll,
                   steps_per_epoch=steps_per_epoch, anomaly_share=cfg.anomaly_share)
     fingerprint = {"config": cfg.to_dict(), "n_runs": data.n_runs, "n_train": len(data.x),
                    "hp": {k: np.asarray(v).tolist() for k, v in hp.items()}}

@@ -115,7 +115,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         callback: Callable[[int, dict[str, np.ndarray], float], None] | None = None,
         checkpoint: Checkpointer | None = None, resume: bool = False,
         should_stop: Callable[[], bool] | None = None, plan_sizes: tuple[int, int] | None = None,
-        autotune_runs: bool | None = None, autotune_cache: AutotuneCache | None | bool = None,
+        chunk_runs: int = 8, unroll: int = 1, autotune_runs: bool | None = None,
+        autotune_cache: AutotuneCache | None | bool = None,
         autotune_log: Callable[[str], None] | None = print) -> FitResult:
     """Train ``data.n_runs`` runs of ``objective`` for ``epochs`` epochs.
 
@@ -147,7 +148,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     sample_x = jnp.asarray(data.x[:1])
-    runner = resolve_runner(strategy, epoch_mode, has_conv=has_conv(model, sample_x))
+    runner = resolve_runner(strategy, epoch_mode, has_conv=has_conv(model, sample_x), chunk_runs=chunk_runs,
+                            unroll=unroll)
     measure = strategy == "auto" and (jax.default_backend() != "cpu" if autotune_runs is None else autotune_runs)
     n_runs = data.n_runs
     uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
@@ -172,7 +174,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
     prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan),
                     prepare=prepare if hasattr(objective, "prepare") else None,
-                    acc_zero=lambda one, x_dev: _zeros_acc(objective, model, opts, one, x_dev, labels), steps=plan.steps)
+                    acc_zero=lambda one, x_dev: _zeros_acc(objective, model, opts, one, x_dev, labels),
+                    steps=plan.steps)
 
     wanted = {int(e) for e in snapshot_epochs}
     if any(not 0 <= e <= epochs for e in wanted):
@@ -232,7 +235,8 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     hist = _stack_history(history)
     # The first epoch holds the compilation; report it apart from the steady-state epochs.
     steady = float(np.median(epoch_times[1:])) if len(epoch_times) > 1 else (epoch_times[0] if epoch_times else 0.0)
-    return FitResult(state=final, history=hist, diverged=diverged, runner=runner, plan=plan, compile_s=max(epoch_times[0] - steady, 0.0) if epoch_times else 0.0, train_s=total,
+    return FitResult(state=final, history=hist, diverged=diverged, runner=runner, plan=plan,
+                     compile_s=max(epoch_times[0] - steady, 0.0) if epoch_times else 0.0, train_s=total,
                      epoch_s=epoch_times, full_steps_per_epoch=full_steps, snapshots=snapshots, start_epoch=start)
 
 

@@ -203,9 +203,9 @@ def autotune(candidates: Sequence[Runner], run_steps: Callable[[Runner, int], No
              log: Callable[[str], None] | None = print) -> Runner:
     """The fastest of ``candidates`` by run-steps/s, with what was measured in its ``autotune`` field.
 
-    ``run_steps(runner, k)`` runs ``k`` training steps of every run with that runner (``k = 0``: build and compile
-    only) and blocks until they are done; it is called once with 0 (compilation, not timed) and once with
-    ``steps`` (timed by ``clock``). A candidate that fails (out of device memory, a compiler error) is skipped
+    ``run_steps(runner, k)`` runs ``k`` training steps of every run with that runner (``k = 0``: build, compile and
+    run one step) and blocks until they are done; it is called once with 0 (compilation: reported, not counted)
+    and once with ``steps`` (timed by ``clock``). A candidate that fails (out of device memory, a compiler error) is skipped
     with its reason; if all fail the first candidate's error is raised.
     """
     rates: dict[str, float | None] = {}
@@ -357,14 +357,11 @@ class StackedSession:
         self.finite = jax.jit(jax.vmap(lambda s, a: all_finite((s.params, a))))
 
     def run_steps(self, k: int) -> None:
-        """``k`` steps of every run from the current state, as steps (autotune's measurement); ``k = 0``
-        compiles. Blocks until done."""
+        """``k`` steps of every run from the current state, as compiled steps (autotune's measurement); ``k = 0``
+        compiles and runs one step, so that the next call times steps alone. Blocks until done."""
         st, idx = self.begin(self.state, *self.pools)
         acc = jax.tree.map(jnp.zeros_like, self.acc0)
-        if k == 0:
-            self.step_c.lower(st, acc, self.x_dev, idx[:, 0]).compile()
-            return
-        for t in range(k):
+        for t in range(max(k, 1)):
             st, acc = self.step_c(st, acc, self.x_dev, idx[:, t % idx.shape[1]])
         self.state = st
         jax.block_until_ready(st)
@@ -429,14 +426,11 @@ class LoopSession:
         return st, acc
 
     def run_steps(self, k: int) -> None:
-        """``k`` steps of every run in turn (``k = 0``: compile); blocks until done."""
-        for r in range(self.n_runs):
+        """``k`` steps of every run in turn (``k = 0``: compile and run one step of the first run); blocks."""
+        for r in range(self.n_runs if k else 1):
             st, idx = self.begin(self.states[r], *self.pools[r])
             acc = jax.tree.map(jnp.zeros_like, self.acc0)
-            if k == 0:
-                self.step_c.lower(st, acc, self.x_dev, idx[0]).compile()
-                return
-            self.states[r], _ = self._run_one(st, acc, idx, k)
+            self.states[r], _ = self._run_one(st, acc, idx, max(k, 1))
         jax.block_until_ready(self.states)
 
     def train_epoch(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
