@@ -148,3 +148,12 @@ def test_auto_measures_at_the_sweeps_shapes_and_a_second_run_reads_the_cache(tmp
     third = fit(model, obj, opts, data, hp, keys, epochs=1, batch_size=10, autotune_runs=True, autotune_cache=cache,
                 autotune_log=None, devices=jax.devices()[:1])
     assert third.runner.autotune["cached"] is False and len(json.loads(cache.path.read_text())) == 2
+
+
+def test_the_results_file_names_autos_measurement():
+    from imdad_jax.io.results import _autotune_note
+    assert _autotune_note(None) == ""
+    note = _autotune_note({"chosen": "map", "run_steps_per_s": {"vmap": 1234.5, "map": 2345.6, "chunked(k=8)": None},
+                           "steps": 5, "cached": False})
+    assert note == " (auto chose map: run-steps/s vmap 1,234, map 2,346, chunked(k=8) failed; measured over 5 steps each)"
+    assert "cached measurement" in _autotune_note({"chosen": "vmap", "run_steps_per_s": {"vmap": 1.0}, "cached": True})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Callable, Protocol, Sequence
 
@@ -278,10 +278,15 @@ def _measured_runner(default: Runner, prog: Programs, keys: np.ndarray, hp: dict
     store = None if cache is False else (cache if cache is not None else AutotuneCache())
     key = autotune_key(jax.devices()[0], model, getattr(objective, "__name__", str(objective)), opts, data.x.shape,
                        batch_size, n_runs, n_dev)
+    candidates = autotune_candidates(n_runs, default.epoch_mode, default.chunk_runs, default.unroll)
     hit = store.get(key) if store is not None else None
-    if hit is not None:
+    # Across processes every process must run the same programs: process 0's cache and choice decide for all.
+    hit_at = _agree(candidates.index(hit) if hit is not None and hit in candidates else -1)
+    if hit_at >= 0:
+        hit = hit if hit is not None and candidates.index(hit) == hit_at else replace(
+            candidates[hit_at], autotune={"chosen": candidates[hit_at].name, "cached": True, "from": "process 0"})
         if log:
-            log(f"[autotune] {hit.name} (measured before, cached in {store.path})")
+            log(f"[autotune] {hit.name} (measured before, cached in {store.path if store else 'process 0'})")
         return hit
     sessions: dict[Runner, Any] = {}
 
@@ -291,9 +296,20 @@ def _measured_runner(default: Runner, prog: Programs, keys: np.ndarray, hp: dict
             sessions[cand] = start_session(cand, prog, keys, hp, sample_x, warm_start, pools, data.x, devices)
         sessions[cand].run_steps(k)
 
-    chosen = autotune(autotune_candidates(n_runs, default.epoch_mode, default.chunk_runs, default.unroll),
-                      run_steps, n_runs, log=log)
+    chosen = autotune(candidates, run_steps, n_runs, log=log)
     sessions.clear()
+    at = _agree(candidates.index(chosen))
+    if candidates[at] != chosen:  # another process measured a different winner: process 0's stands
+        chosen = replace(candidates[at], autotune={**chosen.autotune, "chosen": candidates[at].name,
+                                                   "from": "process 0"})
     if store is not None:
         store.put(key, chosen)
     return chosen
+
+
+def _agree(value: int) -> int:
+    """Process 0's ``value`` in every process (the value itself with one process)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
