@@ -204,7 +204,7 @@ def estimate_seconds(cfg: ExperimentConfig, dataset: Dataset, probe_steps: int =
     per_step = res.epoch_s[1] / res.plan.steps  # all runs, one step each
     total = per_step * res.full_steps_per_epoch * (cfg.epochs + cfg.pretrain_epochs)
     return {"seconds_per_step_all_runs": per_step, "steps_per_epoch": res.full_steps_per_epoch,
-            "total_s": total, "compile_s": res.compile_s, "strategy": res.strategy, "epoch_mode": res.epoch_mode}
+            "total_s": total, "compile_s": res.compile_s, "strategy": res.runner.name, "epoch_mode": res.epoch_mode}
 
 
 def run_experiment(cfg: ExperimentConfig, dataset: Dataset,
