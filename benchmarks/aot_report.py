@@ -15,7 +15,9 @@ analysis's FLOPs and bytes per run-step beside the model's analytic FLOPs (matmu
 jaxpr), and a roofline lower bound of the paper's Fashion-MNIST protocol (10 runs x 200 epochs x 76 steps).
 Nothing is run: every figure is "compiled for <target>, not timed".
 
-Writes ``--out``.json and ``--out``.md (default ``benchmarks/results_aot``). JSON layout::
+Writes ``--out``.json and ``--out``.md (default ``benchmarks/results_aot``, with ``--quick``
+``benchmarks/results_aot_quick``); ``--render`` redoes the derived columns and the markdown from the JSON without
+compiling. JSON layout::
 
     {"meta": {command, commit, versions, host, wall_s, ...},
      "protocol": {"runs", "epochs", "steps_per_epoch", "run_steps"},
@@ -104,8 +106,9 @@ def auto_chunk(target: str, name: str) -> int:
                    np.zeros((1, n_anom), np.int32), np.array([n_anom]))
     hp = {k: np.zeros(1, np.float32) for k in hp_names}
     tgt = aot.TARGETS[target]
-    est = estimate_memory(model, obj, opts, data, hp, batch_size=batch, runner="vmap", devices=tgt.devices())
     budget = int(tgt.memory * tgt.usable * MEMORY_FRACTION)
+    est = estimate_memory(model, obj, opts, data, hp, batch_size=batch, runner="vmap", devices=tgt.devices(),
+                          budget=budget)
     return len(plan_chunks(100000, None, est, budget)[0])
 
 
@@ -121,8 +124,21 @@ def main() -> int:
     p.add_argument("--strategies", default="vmap,vmap_fwd,map,chunked")
     p.add_argument("--runs", default="1,10,100,1000")
     p.add_argument("--chunk_runs", type=int, default=8)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results_aot"))
+    p.add_argument("--out", help="file stem (default benchmarks/results_aot, or benchmarks/results_aot_quick with "
+                                 "--quick)")
+    p.add_argument("--render", action="store_true",
+                   help="recompute the derived columns and the markdown from --out.json (nothing is compiled)")
     a = p.parse_args()
+    a.out = a.out or str(ROOT / "benchmarks" / ("results_aot_quick" if a.quick else "results_aot"))
+    if a.render:
+        out = json.loads(Path(a.out + ".json").read_text())
+        correct_loop_counts(out)
+        add_rooflines(out)
+        out["meta"]["rendered"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
+        Path(a.out + ".md").write_text(markdown(out))
+        print(markdown(out))
+        return 0
     if a.quick:
         a.targets, a.models, a.runs = "h100,tpu_v5e", "cnn2", "10"
     targets = [t for t in a.targets.split(",") if t]
@@ -181,12 +197,39 @@ def main() -> int:
                 elif len(ok) == 1:
                     (r0, b0), = ok.items()
                     sinfo["runs_that_fit"] = int(tgt.memory * tgt.usable * MEMORY_FRACTION // (b0 / r0))
+    out["chunk_runs"] = a.chunk_runs
+    correct_loop_counts(out)
     add_rooflines(out)
     out["meta"] = meta(a, time.perf_counter() - t_start)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
     Path(a.out + ".md").write_text(markdown(out))
     print(markdown(out))
     return 0
+
+
+def correct_loop_counts(out: dict) -> None:
+    """Per-run-step FLOPs and bytes of ``map`` and ``chunked`` from two run counts.
+
+    The cost analysis counts a loop body once, but what lies outside the loop (gathering each run's state into
+    the loop and its results back out, the optimizer's pass over the stacked state) is counted for all R runs:
+    ``count(R) = body + R * outside``. Two compiled run counts R1 < R2 give ``outside = (count(R2) - count(R1)) /
+    (R2 - R1)``, and a run-step costs ``(count(R) - R * outside) / runs_per_body + outside``. Each run count uses
+    its next larger neighbour (the largest, its smaller one)."""
+    for tinfo in out["targets"].values():
+        for minfo in tinfo.get("models", {}).values():
+            for sname, sinfo in minfo["strategies"].items():
+                if sname not in ("map", "chunked"):
+                    continue
+                ok = sorted((int(r), info) for r, info in sinfo["runs"].items() if "flops" in info)
+                for i, (r, info) in enumerate(ok):
+                    if len(ok) < 2:
+                        break
+                    (r1, a), (r2, b) = (ok[i], ok[i + 1]) if i + 1 < len(ok) else (ok[i - 1], ok[i])
+                    d = per_run_divisor(Runner(sname, chunk_runs=out.get("chunk_runs", 8)), r)
+                    for key in ("flops", "bytes"):
+                        outside = max((b[key] - a[key]) / (r2 - r1), 0.0)
+                        info[f"{key}_per_run_step"] = max(info[key] - r * outside, 0.0) / d + outside
+                    info["per_run_step_basis"] = f"loop body + outside share from R = {r1} and {r2}"
 
 
 def add_rooflines(out: dict) -> None:
@@ -244,7 +287,8 @@ def markdown(out: dict) -> str:
              "(`benchmarks/aot_report.py` says how each is made). Memory: arguments + non-aliased outputs + "
              "temporaries of one training step. \"Runs/device\": the most runs one chip holds within "
              f"{MEMORY_FRACTION:.0%} of what a JAX process gets (GPU: 75% of HBM by default; TPU: all of it). "
-             "FLOPs/bytes per run-step: the TPU cost analysis (a `lax.map` body counted once, divided accordingly); "
+             "FLOPs/bytes per run-step: the TPU cost analysis, divided by the runs it covers (for `map` and "
+             "`chunked`, whose loop body it counts once, from two run counts: `correct_loop_counts`); "
              "analytic: matmul + convolution FLOPs of one run's step from its jaxpr. Roofline: a lower bound of "
              f"the Fashion-MNIST protocol ({PROTOCOL['runs']} runs x {PROTOCOL['epochs']} epochs x "
              f"{PROTOCOL['steps_per_epoch']} steps) at the chip's published peaks.", ""]
@@ -256,7 +300,7 @@ def markdown(out: dict) -> str:
         lines += [f"## {tname} ({t['device_kind']}, {t['memory'] / 2**30:.1f} GiB)", "", f"Peaks: {t['source']}.", ""]
         for mname, minfo in tinfo["models"].items():
             auto = minfo.get("max_runs_auto")
-            lines += [f"### {mname}: analytic {minfo['analytic_flops_per_run_step'] / 1e9:.3f} GFLOP per run-step; "
+            lines += [f"### {mname}: analytic {minfo['analytic_flops_per_run_step'] / 1e9:.4g} GFLOP per run-step; "
                       f"`--max_runs=auto` plans chunks of {auto if auto is not None else 'n/a'} runs here", "",
                       "| strategy | runs | compiled | GPU convolution kernels | MiB/run | program MiB | runs/device "
                       "| GFLOP/run-step (TPU) | MB/run-step (TPU) | roofline protocol s | compile s |",
@@ -266,8 +310,8 @@ def markdown(out: dict) -> str:
                     if not info["compiled"]:
                         lines.append(f"| {sname} | {r} | no: {info['error'][:120]} | | | | | | | | |")
                         continue
-                    fl = f"{info['flops_per_run_step'] / 1e9:.3f}" if "flops_per_run_step" in info else "n/a"
-                    by = f"{info['bytes_per_run_step'] / 1e6:.1f}" if "bytes_per_run_step" in info else "n/a"
+                    fl = f"{info['flops_per_run_step'] / 1e9:.4g}" if "flops_per_run_step" in info else "n/a"
+                    by = f"{info['bytes_per_run_step'] / 1e6:.4g}" if "bytes_per_run_step" in info else "n/a"
                     rl = f"{info['roofline_protocol_s']:.3g}" if "roofline_protocol_s" in info else ""
                     lines.append(f"| {sname} | {r} | yes | {info.get('kernel_summary', 'n/a')} | "
                                  f"{info['bytes_per_run'] / MiB:.1f} | {info['program_bytes'] / MiB:.0f} | "

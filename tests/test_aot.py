@@ -98,9 +98,9 @@ def test_max_runs_auto_on_an_h100_agrees_with_the_compiled_programs_runs_per_dev
     tgt = aot.TARGETS["h100"]
     data = RunData(np.zeros(X_SHAPE, np.float32), np.zeros((1, 3000), np.int32), np.array([3000]),
                    np.zeros((1, 300), np.int32), np.array([300]))
-    est = estimate_memory(model, OBJ, opts, data, {k: np.zeros(1, np.float32) for k in HP}, batch_size=150,
-                          devices=tgt.devices())
     budget = int(tgt.memory * tgt.usable * MEMORY_FRACTION)
+    est = estimate_memory(model, OBJ, opts, data, {k: np.zeros(1, np.float32) for k in HP}, batch_size=150,
+                          devices=tgt.devices(), budget=budget)
     planned = est.runs_that_fit(budget)
     at = {r: aot.compile_for(tgt, model, OBJ, opts, Runner("vmap"), r, PLAN, X_SHAPE, HP)["program_bytes"]
           for r in (10, 100)}

@@ -55,7 +55,8 @@ def device_memory_budget(device: Any = None) -> int:
 
 def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
                     *, batch_size: int, anomaly_share: float | None = None, runner: Runner | str = "vmap",
-                    devices: list | None = None, at: tuple[int, int] = (1, 16)) -> MemoryEstimate:
+                    devices: list | None = None, at: tuple[int, int] = (1, 16), budget: int | None = None,
+                    refine: int = 3) -> MemoryEstimate:
     """XLA's memory analysis of the runner's training step compiled for ``at`` runs (nothing is run): the line
     through the two gives the fixed bytes and the bytes per run. Two points apart, not 1 and 2: accelerator
     compilers pad and reuse buffers differently at tiny run counts (on a TPU v5e target the CNN2 step grew by
@@ -65,6 +66,11 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
     on the device too, and ``vmap`` holds the most activations, so a sweep sized by it fits every strategy).
     ``devices``: where it compiles (default this process's first device; compile-only devices of a GPU/TPU
     target give that target's numbers, which is how ``imdad_jax.aot`` sizes a sweep for a device not here).
+    ``budget``: the bytes a chunk may take. A compiler's memory need is not a straight line in the run count
+    (a TPU's grows more slowly at hundreds of runs than at 16: a line through 1 and 16 runs planned 412 runs on a
+    v4 chip where 940 fit), so with a budget the step is compiled again at the count the line predicts, up to
+    ``refine`` times (regula falsi on the measured points), and the estimate is the line through the largest
+    count found to fit and the one below it.
     """
     runner = as_runner(runner)
     devices = list(devices)[:1] if devices else None  # one device's share: the budget is one device's
@@ -82,10 +88,32 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
             return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(compiled.args_info))
         return program_bytes(m)
 
-    r1, r2 = at
-    t1, t2 = total(r1), total(r2)
-    per_run = max(-(-(t2 - t1) // (r2 - r1)), 1)
-    return MemoryEstimate(fixed=max(t1 - per_run * r1, 0), per_run=per_run)
+    pts = {r: total(r) for r in at}
+
+    def line(lo: int, hi: int) -> MemoryEstimate:
+        per_run = max(-(-(pts[hi] - pts[lo]) // (hi - lo)), 1)
+        return MemoryEstimate(fixed=max(pts[lo] - per_run * lo, 0), per_run=per_run)
+
+    est = line(*sorted(at))
+    if budget is None:
+        return est
+    for _ in range(refine):
+        fits = [r for r in pts if pts[r] <= budget]
+        over = [r for r in pts if pts[r] > budget]
+        lo = max(fits) if fits else min(pts)
+        # the bracket's two ends, or the two largest fitting points when nothing measured is over budget
+        hi = min(over) if over else lo
+        pair = (lo, hi) if hi != lo else tuple(sorted(fits)[-2:])
+        if len(pair) < 2 or pair[0] == pair[1]:
+            break
+        guess = line(*sorted(pair)).runs_that_fit(budget)
+        if guess in pts or guess < 1 or (fits and not over and guess <= 1.1 * lo):
+            break
+        pts[guess] = total(guess)
+    fits = sorted(r for r in pts if pts[r] <= budget)
+    if len(fits) >= 2:
+        return line(fits[-2], fits[-1])
+    return est
 
 
 def plan_chunks(n_runs: int, max_runs: int | None, estimate: MemoryEstimate | None = None,
@@ -140,10 +168,11 @@ def fit_in_chunks(model: nn.Module, objective: ModuleType, opts: Any, data: RunD
         # A forced strategy is sized by its own program; "auto" by vmap's, the largest of the candidates it
         # measures, so whichever it picks fits.
         strategy = fit_kw.get("strategy", "auto")
+        budget = device_memory_budget() if budget is None else budget
         estimate = estimate_memory(model, objective, opts, data, hp, batch_size=fit_kw["batch_size"],
                                    anomaly_share=fit_kw.get("anomaly_share"),
-                                   runner="vmap" if strategy == "auto" else strategy, devices=fit_kw.get("devices"))
-        budget = device_memory_budget() if budget is None else budget
+                                   runner="vmap" if strategy == "auto" else strategy, devices=fit_kw.get("devices"),
+                                   budget=budget)
         max_runs = None
     chunks = plan_chunks(n, max_runs, estimate, budget)
     uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
