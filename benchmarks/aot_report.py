@@ -282,6 +282,7 @@ def markdown(out: dict) -> str:
     lines = ["# Accelerator programs, compiled ahead of time (not run, not timed)", "",
              f"`{m.get('command', '')}` at commit `{m.get('commit', '')}`"
              f"{' (with uncommitted changes)' if m.get('dirty') else ''}, {m.get('date', '')}, on {m.get('host', '')};"
+             f"{' `--max_runs=auto` column ' + m['max_runs_auto'] + ';' if m.get('max_runs_auto') else ''}"
              f" {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}; wall time {m.get('wall_s', 0)} s.",
              "", "Every figure is XLA's analysis of the program compiled for the target on a CPU-only host "
              "(`benchmarks/aot_report.py` says how each is made). Memory: arguments + non-aliased outputs + "

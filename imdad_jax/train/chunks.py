@@ -97,6 +97,7 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
     est = line(*sorted(at))
     if budget is None:
         return est
+    too_big = budget + 1  # a count whose compilation itself runs out of device memory (a TPU compiler refuses it)
     for _ in range(refine):
         fits = [r for r in pts if pts[r] <= budget]
         over = [r for r in pts if pts[r] > budget]
@@ -106,10 +107,18 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
         pair = (lo, hi) if hi != lo else tuple(sorted(fits)[-2:])
         if len(pair) < 2 or pair[0] == pair[1]:
             break
-        guess = line(*sorted(pair)).runs_that_fit(budget)
+        if pts[max(pair)] == too_big:  # no size for the refused count: halve the bracket instead
+            guess = (pair[0] + pair[1]) // 2
+        else:
+            guess = line(*sorted(pair)).runs_that_fit(budget)
         if guess in pts or guess < 1 or (fits and not over and guess <= 1.1 * lo):
             break
-        pts[guess] = total(guess)
+        try:
+            pts[guess] = total(guess)
+        except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory refusal is an answer here
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            pts[guess] = too_big
     fits = sorted(r for r in pts if pts[r] <= budget)
     if len(fits) >= 2:
         return line(fits[-2], fits[-1])
