@@ -41,16 +41,16 @@ step() {  # step NAME LIMIT_S COMMAND...
   say "[$name] exit $rc after $(( $(date +%s) - t0 )) s"
 }
 
-step strategies 180 python benchmarks/bench_strategies.py --arch=cnn2 --runs=1,10,100,1000 --steps=10 --epochs=3 \
+step strategies 150 python benchmarks/bench_strategies.py --arch=cnn2 --runs=1,10,100,1000 --steps=10 --epochs=3 \
   --strategies=auto/scan,vmap/scan,vmap_fwd/scan,map/scan,chunked/scan --out="$OUT/strategies"
 cat "$OUT/strategies.md" >> "$LOG" 2>/dev/null
 
 SYNTH=""
 [ -z "${IMDAD_FMNIST_DIR:-}" ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && SYNTH="--synthetic"
-step vs_pytorch 120 python benchmarks/bench_vs_pytorch.py --runs=1,10 --seconds=8 --torch_device=auto $SYNTH \
+step vs_pytorch 90 python benchmarks/bench_vs_pytorch.py --runs=1,10 --seconds=8 --torch_device=auto $SYNTH \
   --out="$OUT/vs_pytorch" --md="$OUT/vs_pytorch.md"
 
-step main_job 240 python experiments/run.py --dataset=fmnist --all_classes --out_dir="$OUT"
+step main_job 220 python experiments/run.py --dataset=fmnist --all_classes --out_dir="$OUT"
 ls "$OUT"/fmnist_imdad_*.md >/dev/null 2>&1 && cat "$OUT"/fmnist_imdad_*.md >> "$LOG"
 
 say ""
