@@ -88,6 +88,30 @@ def test_gradcam_equals_the_layer_gradient_computed_by_hand(cnn):
     np.testing.assert_allclose(out["normal"], np.maximum(-signed, 0), rtol=1e-4, atol=1e-7)
 
 
+def test_gradcam_uses_the_hooks_activation_with_encoder_options_on():
+    """With BatchNorm, squeeze-excitation and a residual on, A is what the block hands to its pooling:
+    SE(act(BN(conv(x)))) + skip(x), read here from the submodules' own outputs, not act(conv(x))."""
+    from imdad_jax.models import SphereDetector, build_encoder
+    enc = build_encoder("cnn2", conv_features=CONV, dense_features=DENSE, batch_norm=True, se_attention=True,
+                        residual=True)
+    det = SphereDetector(enc, HypersphereHead(margin_param="raw"))
+    x = jax.random.uniform(jax.random.key(1), (6, 16, 16))
+    params = det.init(jax.random.key(0), x)
+    _, inter = det.apply(params, x, capture_intermediates=True)
+    mods = inter["intermediates"]["encoder"]
+    a = mods["se1"]["__call__"][0] + mods["skip1"]["__call__"][0]  # conv1 maps 4 -> 8 channels: a 1x1 skip
+    _, mut = det.apply(params, x, mutable=["perturbations"])
+    g = jax.grad(lambda p: jnp.sum(det.apply({**params, "perturbations": p}, x)))(mut["perturbations"])
+    signed = np.einsum("nhwk,nk->nhw", a, np.mean(g["encoder"]["conv1_out"], axis=(1, 2)))
+    out = ip.gradcam(det, params, x, upsample=False)
+    np.testing.assert_allclose(out["abnormal"], np.maximum(signed, 0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["normal"], np.maximum(-signed, 0), rtol=1e-4, atol=1e-6)
+    # the activation alone (what the maps used before) gives other maps
+    old = np.einsum("nhwk,nk->nhw", nn.leaky_relu(mods["conv1"]["__call__"][0], 0.01),
+                    np.mean(g["encoder"]["conv1_out"], axis=(1, 2)))
+    assert not np.allclose(np.maximum(old, 0), out["abnormal"], rtol=1e-2, atol=1e-4)
+
+
 def test_normal_and_abnormal_maps_come_from_opposite_gradients(cnn):
     det, params, x = cnn
     out = ip.gradcam(det, params, x, upsample=False)

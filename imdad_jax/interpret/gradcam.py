@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imdad_jax.models.encoders import CNNEncoder, _act
+from imdad_jax.models.encoders import CNNEncoder
 
 ScoreFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
 
@@ -66,10 +66,10 @@ def _signed_cam(model: Any, params: Any, x: jnp.ndarray, score_fn: ScoreFn, name
     # Each image's score depends on that image only, so the gradient of the sum is the per-image gradient.
     grads = jax.grad(lambda pert: jnp.sum(score_fn({**variables, "perturbations": pert}, x)))(zeros)
     g = grads["encoder"][name]  # (N, h, w, K)
-    _, inter = model.apply(variables, x, capture_intermediates=lambda mdl, _: mdl.name == name.removesuffix("_out"),
-                           mutable=["intermediates"])
-    # The captured value is the conv's output; the hook sits after the encoder's own activation.
-    act = _act(inter["intermediates"]["encoder"][name.removesuffix("_out")]["__call__"][0])
+    # A is the value at the hook itself (sown there): after the block's norm, activation, squeeze-excitation and
+    # residual, whichever the encoder has on.
+    _, inter = model.apply(variables, x, mutable=["intermediates"])
+    act = inter["intermediates"]["encoder"][name][0]
     alpha = jnp.mean(g, axis=(1, 2))  # (N, K)
     return jnp.einsum("nhwk,nk->nhw", act, alpha)
 

@@ -158,8 +158,11 @@ class CNNEncoder(nn.Module):
             if self.residual:
                 h = h + (x if x.shape[-1] == ch else
                          Conv(ch, (1, 1), use_bias=False, impl=self.conv_impl, name=f"skip{i}")(x))
-            # Grad-CAM hook (imdad_jax.interpret): a no-op unless a 'perturbations' collection is passed to
-            # apply; skipped at init, which would otherwise store a batch-shaped collection beside the params.
+            # Grad-CAM hooks (imdad_jax.interpret): no-ops unless a 'perturbations' collection is passed to apply
+            # (dS/dA) or 'intermediates' is mutable (A itself, after every option above); skipped at init, which
+            # would otherwise store a batch-shaped collection beside the params.
+            if not self.is_initializing():
+                self.sow("intermediates", f"conv{i}_out", h)
             x = h if self.is_initializing() else self.perturb(f"conv{i}_out", h)
             x = _dropout(max_pool_2x2(x), self, self.dropout)
         return MLPEncoder(self.dense_features, self.use_bias, layer_norm=self.layer_norm, residual=self.residual,
