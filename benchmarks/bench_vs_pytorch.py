@@ -14,8 +14,8 @@ Five sides, each timed for every R in ``--runs``:
     head (w, b, rho), the Lagrangian of ``imdad_jax/objectives/imdad.py`` and projected ascent on the duals,
     ``||c|| = 1`` by projection; one normal class after another.
 (c) ``jax_deep_svdd_lenet`` and ``jax_imdad_cnn2``: this library (``imdad_jax.train.fit``), all R runs as one
-    program: Deep SVDD with the LeNet-size encoder (MNIST_LeNet's convolutions, pools and dense layer, and since
-    issue 10 its two affine-free BatchNorms too: ``batch_norm=True``) against (a), and IMD-AD
+    program: Deep SVDD with the LeNet-size encoder (MNIST_LeNet's convolutions, pools and dense layer, and its
+    two affine-free BatchNorms: ``batch_norm=True``) against (a), and IMD-AD
     with CNN2+FC3 against (b) and (d).
 (d) ``torch_imdad_cnn2_vmap``: a PyTorch peer worth beating: (b)'s model and step with all R runs as one program,
     PyTorch's own model-ensembling recipe (the tutorial "Model ensembling": ``torch.func.stack_module_state`` +

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Ablation of the encoder and preprocessing options (issue 10): one command, a table of real AUC deltas.
+"""Ablation of the encoder and preprocessing options: one command, a table of real AUC deltas.
 
     python experiments/ablation.py --dataset=fmnist,mnist --seeds=0,1,2 --epochs=5 \
         --train_per_class=1000 --test_per_class=500

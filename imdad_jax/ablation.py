@@ -1,4 +1,4 @@
-"""Ablations of the encoder and preprocessing options (issue 10): real AUC deltas instead of assumed ones.
+"""Ablations of the encoder and preprocessing options: real AUC deltas instead of assumed ones.
 
 Every option is trained on and off for every (normal class, seed) run, by IMD-AD and Deep SVDD alike. An
 option that changes the architecture (or the data each run sees) is its own compiled group: all of its

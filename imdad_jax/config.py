@@ -69,7 +69,7 @@ class ExperimentConfig:
     conv_features: tuple[int, ...] = (16, 32)
     dense_features: tuple[int, ...] = (128, 64, 32)
     use_bias: bool = False
-    # optional encoder blocks (issue 10; models.encoders), all bias-free and off by default (the paper's net)
+    # optional encoder blocks (models.encoders), all bias-free and off by default (the paper's net)
     layer_norm: bool = False
     residual: bool = False
     se_attention: bool = False

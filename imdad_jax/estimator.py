@@ -35,7 +35,7 @@ from imdad_jax.objectives import REGISTRY, get_objective
 from imdad_jax.train import RunData, fit
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# build_encoder's optional blocks (issue 10), settable through DeepDetector(encoder_options=...)
+# build_encoder's optional blocks, settable through DeepDetector(encoder_options=...)
 ENCODER_OPTIONS = ("batch_norm", "dropout", "layer_norm", "residual", "se_attention", "projection")  # a Python float: comparing with it never casts
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from imdad_jax.train.engine import RunData
+from imdad_jax.data.runs import RunData
 
 Grid = tuple[tuple[str, tuple[float, ...]], ...]
 

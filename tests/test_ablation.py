@@ -1,4 +1,4 @@
-"""The ablation runner (issue 10): every (method, option) group trains, the deltas are the runs' own AUC
+"""The ablation runner: every (method, option) group trains, the deltas are the runs' own AUC
 differences, an interrupted sweep keeps its finished groups, bad options are refused."""
 import json
 import sys

@@ -25,7 +25,7 @@ FC = dict(dense_features=(16, 8))
 IMG, TAB = (2, 16, 16, 1), (2, 5)
 OPTIONS = {"layer_norm": True, "residual": True, "se_attention": True, "projection": 6}
 
-# The parameter trees of the default encoders, taken from the code before issue 10's options existed.
+# The parameter trees of the default encoders, taken from the code before the encoder options existed.
 DEFAULT_CNN = {"conv0": {"kernel": (5, 5, 1, 4)}, "conv1": {"kernel": (5, 5, 4, 8)},
                "fc": {"dense0": {"kernel": (128, 16)}, "dense1": {"kernel": (16, 8)}}}
 DEFAULT_FC = {"dense0": {"kernel": (5, 16)}, "dense1": {"kernel": (16, 8)}}

@@ -1,4 +1,4 @@
-"""The estimator face (issue 8, first part): fit / decision_function / predict, the sphere, save / load."""
+"""The estimator face: fit / decision_function / predict, the sphere, save / load."""
 import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks

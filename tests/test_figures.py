@@ -1,4 +1,4 @@
-"""Per-epoch snapshots in the engine and the one-command figures CLI (issue 7)."""
+"""Per-epoch snapshots in the engine and the one-command figures CLI."""
 import json
 import sys
 from pathlib import Path

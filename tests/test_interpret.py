@@ -1,4 +1,4 @@
-"""Interpretability (issue 7): Grad-CAM follows the evidence and signs it, thresholds on hand-computed
+"""Interpretability: Grad-CAM follows the evidence and signs it, thresholds on hand-computed
 examples, the figure data against values set by hand, and every figure writes a PNG."""
 from pathlib import Path
 

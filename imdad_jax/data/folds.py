@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from imdad_jax.train.engine import RunData
+from imdad_jax.data.runs import RunData
 
 
 def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

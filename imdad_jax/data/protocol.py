@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from imdad_jax.data.preprocess import fit_transform
-from imdad_jax.train.engine import RunData
+from imdad_jax.data.runs import RunData
 
 
 def labelled_anomalies(y_train: np.ndarray, normal_class: int, seed: int, fraction: float = 0.1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Interpretability (issue 7): Grad-CAM evidence maps, actionable thresholds, the data of the geometric figures.
+"""Interpretability: Grad-CAM evidence maps, actionable thresholds, the data of the geometric figures.
 
 Every function returns arrays or dicts of arrays; ``imdad_jax.plots.figures`` draws them.
 ``docs/interpretability.md`` describes each and the choices behind the defaults.

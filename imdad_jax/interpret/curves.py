@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from imdad_jax.train.apply import apply_runs
-from imdad_jax.train.engine import RunData
+from imdad_jax.data.runs import RunData
 
 
 def training_rows(data: RunData) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

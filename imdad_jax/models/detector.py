@@ -48,7 +48,7 @@ def build_encoder(arch: str, *, conv_features: Sequence[int] | None = None,
     """The encoder of a paper architecture (Table I): ``cnn2`` (28x28), ``cnn3`` (32x32x3), ``fc3`` (tabular).
 
     ``batch_norm``, ``dropout``, ``layer_norm``, ``residual``, ``se_attention`` and ``projection`` are the
-    optional blocks of issue 10 (``CNNEncoder``, ``MLPEncoder``); off by default, which is the paper's network.
+    optional blocks (``CNNEncoder``, ``MLPEncoder``); off by default, which is the paper's network.
     ``conv_impl`` (conv encoders): ``"auto"``, ``"xla"`` or ``"im2col"`` (``imdad_jax.models.layers``).
     """
     if conv_impl not in CONV_IMPLS:

@@ -4,7 +4,7 @@ Both encoders are bias-free by default. A bias lets the network translate every
 representation onto the center and shrink the whole picture at no cost, which is
 one of the drifts the prototype measured (``docs/method.md``, "Scale control").
 
-The optional blocks (issue 10: BatchNorm, dropout, LayerNorm, residual connections, squeeze-and-excitation,
+The optional blocks (BatchNorm, dropout, LayerNorm, residual connections, squeeze-and-excitation,
 a final projection) are off by default, so the default encoders and their parameter trees are the paper's;
 every block they add is bias-free for the same reason (``docs/method.md``, "Encoder options").
 
@@ -79,7 +79,7 @@ class SqueezeExcite(nn.Module):
 class MLPEncoder(nn.Module):
     """FC3: dense layers with leaky ReLU between them; the last layer is linear and gives z.
 
-    Options (all off by default; issue 10), applied to every hidden layer (not the last, linear one):
+    Options (all off by default), applied to every hidden layer (not the last, linear one):
     ``batch_norm`` (affine-free BatchNorm before the activation, per-run batch statistics under the run-axis
     vmap), ``dropout`` (that rate after the activation), ``layer_norm`` (bias-free LayerNorm before the
     activation), ``se_attention`` (a squeeze-and-excitation
@@ -119,7 +119,7 @@ class CNNEncoder(nn.Module):
     """CNN2+FC3 (or CNNn+FC3): ``n`` blocks of 5x5 conv, leaky ReLU and 2x2 max-pool, then FC3.
 
     Input is NHWC. The widths are ours (the paper gives none); ``docs/method.md`` says why.
-    Options (all off by default; issue 10): in each conv block, ``batch_norm`` (affine-free, per channel,
+    Options (all off by default): in each conv block, ``batch_norm`` (affine-free, per channel,
     before the activation, as the reference LeNets), ``dropout`` (after the pooling), ``layer_norm``
     (bias-free, before the activation), ``se_attention`` (after it) and ``residual`` (the block's input added back before the
     pooling, through a bias-free 1x1 conv where the channel count changes); the same options and

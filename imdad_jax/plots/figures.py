@@ -1,4 +1,4 @@
-"""PNG writers for the interpretability figures (issue 7). Each takes the output of the matching data
+"""PNG writers for the interpretability figures. Each takes the output of the matching data
 function in ``imdad_jax.interpret`` and a path, and returns the path."""
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imdad_jax.data.runs import RunData
 from imdad_jax.train.runners import (EPOCH_MODES, STRATEGIES, AutotuneCache, Programs, Runner, autotune,
                                      autotune_candidates, autotune_key, pad_runs, resolve_runner, start_session)
 from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, plan_batches
@@ -40,21 +41,6 @@ def has_conv(model: nn.Module, sample_x: jnp.ndarray) -> bool:
     init = (lambda: model.init(jax.random.PRNGKey(0), sample_x, method=method)) if method else \
         (lambda: model.init(jax.random.PRNGKey(0), sample_x))
     return any(leaf.ndim >= 3 for leaf in jax.tree.leaves(jax.eval_shape(init)))
-
-
-@dataclass
-class RunData:
-    """Training data shared by R runs: one array, per-run index pools into it (padded)."""
-
-    x: np.ndarray  # (N, ...) float32
-    normal_pool: np.ndarray  # (R, Pn) int32
-    n_valid: np.ndarray  # (R,)
-    anomaly_pool: np.ndarray  # (R, Pa) int32
-    m_valid: np.ndarray  # (R,)
-
-    @property
-    def n_runs(self) -> int:
-        return int(self.normal_pool.shape[0])
 
 
 @dataclass
