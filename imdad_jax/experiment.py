@@ -15,7 +15,7 @@ from imdad_jax.data.fashion_mnist import ImageDataset
 from imdad_jax.data.folds import cv_runs, test_labels
 from imdad_jax.data.protocol import one_vs_rest_runs, per_run_preprocess, preprocess_images
 from imdad_jax.data.tabular import TabularDataset
-from imdad_jax.evaluate import apply_runs, nu_property, summarize_runs
+from imdad_jax.evaluate import apply_runs, auc_per_run, nu_property, summarize_runs
 from imdad_jax.io.checkpoints import CheckpointSettings
 from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
@@ -74,12 +74,7 @@ def make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
 
 def _auc(scores: np.ndarray, split: Split) -> np.ndarray:
     """ROC AUC per run over its valid test rows; NaN where a score is not finite."""
-    out = np.full(len(split.ids), np.nan)
-    for r, lab in enumerate(split.is_anomaly):
-        s = scores[r, :len(lab)]
-        if np.all(np.isfinite(s)):
-            out[r] = roc_auc_score(lab, s)
-    return out
+    return auc_per_run(scores, list(split.is_anomaly))
 
 
 def objective_options(cfg: ExperimentConfig, method: str | None = None) -> tuple[ModuleType, Any]:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
-
 from imdad_jax.data.runs import RunData
+from imdad_jax.evaluate.metrics import auc_per_run
 
 Grid = tuple[tuple[str, tuple[float, ...]], ...]
 
@@ -119,13 +118,9 @@ def grid_hyperparams(base: dict[str, np.ndarray], points: list[dict[str, float]]
 
 
 def validation_auc(scores: np.ndarray, val_valid: np.ndarray, labels: list[np.ndarray]) -> np.ndarray:
-    """ROC AUC per row of ``scores`` (R, V) over its valid entries; NaN where a score is not finite."""
-    out = np.full(len(labels), np.nan)
-    for r, lab in enumerate(labels):
-        s = scores[r, :val_valid[r]]
-        if np.all(np.isfinite(s)):
-            out[r] = roc_auc_score(lab, s)
-    return out
+    """ROC AUC per row of ``scores`` (R, V) over its first ``val_valid[r]`` entries; NaN where a score is not
+    finite."""
+    return auc_per_run(scores, [np.asarray(lab)[:int(v)] for lab, v in zip(labels, val_valid)])
 
 
 def choose(val_auc: np.ndarray, n_points: int) -> np.ndarray:

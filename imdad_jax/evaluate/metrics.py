@@ -7,14 +7,23 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
-def auc_per_run(scores: np.ndarray, is_anomaly: np.ndarray) -> np.ndarray:
-    """ROC AUC of each run's scores (R, N) against labels (N,) or (R, N); NaN where scores are not finite."""
+def auc_per_run(scores: np.ndarray, is_anomaly: Any) -> np.ndarray:
+    """ROC AUC of each run's scores (R, N).
+
+    ``is_anomaly``: labels (N,) shared by every run, (R, N), or a list of R label arrays of their own lengths (run
+    r is scored on its first ``len(is_anomaly[r])`` scores: padded per-run rows). NaN for a run whose scores are
+    not all finite (a diverged run) or whose labels hold one class only (AUC undefined).
+    """
     scores = np.asarray(scores)
-    labels = np.broadcast_to(np.asarray(is_anomaly, bool), scores.shape)
-    out = np.full(scores.shape[0], np.nan)
-    for r in range(scores.shape[0]):
-        if np.all(np.isfinite(scores[r])):
-            out[r] = roc_auc_score(labels[r], scores[r])
+    if isinstance(is_anomaly, (list, tuple)):
+        labels = [np.asarray(lab, bool) for lab in is_anomaly]
+    else:
+        labels = list(np.broadcast_to(np.asarray(is_anomaly, bool), scores.shape))
+    out = np.full(len(labels), np.nan)
+    for r, lab in enumerate(labels):
+        s = scores[r, :len(lab)]
+        if np.all(np.isfinite(s)) and 0 < lab.sum() < len(lab):
+            out[r] = roc_auc_score(lab, s)
     return out
 
 

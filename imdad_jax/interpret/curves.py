@@ -11,10 +11,11 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score
 
-from imdad_jax.train.apply import apply_runs
 from imdad_jax.data.runs import RunData
+from imdad_jax.evaluate.metrics import auc_per_run
+from imdad_jax.train.apply import apply_runs
 
 
 def training_rows(data: RunData) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -31,11 +32,10 @@ def training_rows(data: RunData) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
 
 
 def _metrics(scores: np.ndarray, valid: np.ndarray, labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    auc, acc = np.full(len(labels), np.nan), np.full(len(labels), np.nan)
+    auc, acc = auc_per_run(scores, labels), np.full(len(labels), np.nan)
     for r, lab in enumerate(labels):
         s = scores[r, :valid[r]]
         if np.all(np.isfinite(s)):
-            auc[r] = roc_auc_score(lab, s) if 0 < lab.sum() < len(lab) else np.nan
             acc[r] = accuracy_score(lab, s > 0)  # the model's own boundary: score > 0 is anomalous
     return auc, acc
 
