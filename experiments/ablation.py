@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import _ints, load_dataset  # noqa: E402
+from run import _ints  # noqa: E402
 
 from imdad_jax.ablation import OPTIONS, delta_rows, markdown_table, run_ablation, subsample  # noqa: E402
+from imdad_jax.data.registry import load_dataset  # noqa: E402
 from imdad_jax.config import ConfigError, make_config  # noqa: E402
 from imdad_jax.io.compile_cache import enable_compile_cache  # noqa: E402
 from imdad_jax.io.host import tune_host_allocator  # noqa: E402

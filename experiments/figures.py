@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     sys.path.insert(0, str(ROOT / "experiments"))
-    from run import load_dataset  # the CLI's loader search order, shared
+    from imdad_jax.data.registry import load_dataset
 
     try:
         over = {"dataset": a.dataset, "classes": (a.normal_class,), "seeds": (a.seed,), "method": a.method}

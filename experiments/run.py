@@ -11,7 +11,6 @@ A thin shell: flags -> ExperimentConfig -> imdad_jax.experiment.run_experiment -
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from imdad_jax.config import (DATASETS, DEEP_METHODS, IMAGE_DATASETS, METHODS, OBJECTIVE_HP, PRESETS,  # noqa: E402
                               ConfigError, make_config)
 from imdad_jax.data.fashion_mnist import DataNotFoundError  # noqa: E402
+from imdad_jax.data.registry import load_dataset  # noqa: E402
 from imdad_jax.data.idx import DataFileError  # noqa: E402
 
 
@@ -118,19 +118,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     f.add_argument("--patch_size", type=int, help="neighbourhood averaged around every patch (default 3)")
     f.add_argument("--patch_reduce", help="an image's score from its patches': max (default) or mean")
     return p.parse_args(argv)
-
-
-def load_dataset(name: str, data_dir: str | None):
-    """The loader of ``name``: images from their search order (flag, environment, system); tabular data shipped."""
-    from imdad_jax.config import TABULAR_DATASETS
-    from imdad_jax.data import (SYNTHETIC_DATASETS, cifar10, fashion_mnist, load_cifar10, load_fashion_mnist,
-                                load_mnist, load_synthetic, load_tabular, mnist)
-
-    if name in TABULAR_DATASETS:
-        return load_synthetic(name) if name in SYNTHETIC_DATASETS else load_tabular(name)
-    loader, env = {"mnist": (load_mnist, mnist.ENV_VAR), "fmnist": (load_fashion_mnist, fashion_mnist.ENV_VAR),
-                   "cifar10": (load_cifar10, cifar10.ENV_VAR)}[name]
-    return loader(data_dir, os.environ.get(env))
 
 
 def _parse_names(text: str, known: tuple[str, ...], kind: str, groups: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
