@@ -193,3 +193,12 @@ def test_errors_that_surface_inside_a_run_are_one_line_and_exit_2(tmp_path, caps
     assert cli.main([*base, "--n_folds=2", "--checkpoint_every=1", "--resume", "--lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "config.lr: saved 0.0001, now 0.5" in err and err.count("\n") == 1
+
+
+def test_the_dataset_table_lives_in_the_library(fake_fmnist_dir):
+    from imdad_jax.data import TabularDataset, load_dataset
+    assert isinstance(load_dataset("moons"), TabularDataset) and isinstance(load_dataset("bc"), TabularDataset)
+    assert load_dataset("fmnist", str(fake_fmnist_dir)).x_train.shape[1:] == (28, 28, 1)
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; choose from cifar10, fmnist, mnist"):
+        load_dataset("svhn")
+    assert cli.load_dataset is load_dataset  # the CLI loads through the same table
