@@ -21,6 +21,7 @@ from imdad_jax.models import build_encoder
 from imdad_jax.objectives import get_objective
 from imdad_jax.train.chunks import fit_in_chunks
 from imdad_jax.train.engine import FitResult, RunData
+from imdad_jax.train.runners import Runner
 from imdad_jax.tuning import choose, grid_hyperparams, grid_points, holdout, tile_runs, validation_auc
 
 Dataset = Union[ImageDataset, TabularDataset]
@@ -100,7 +101,8 @@ def model_conv_impl(cfg: ExperimentConfig) -> str:
     """The convolution form for the config: its own, except that ``auto`` with the run axis vmapped on CPU is
     im2col in every layer (XLA:CPU runs a vmapped convolution as a batch-grouped one, 4.2x slower than the
     batched matmul im2col becomes for CNN2; ``benchmarks/RESULTS.md``, "CPU convolution forms")."""
-    if cfg.conv_impl == "auto" and cfg.strategy in ("vmap", "vmap_fwd", "chunked") and jax.default_backend() == "cpu":
+    if cfg.conv_impl == "auto" and cfg.strategy != "auto" and Runner(cfg.strategy).vmapped \
+            and jax.default_backend() == "cpu":
         return "im2col"
     return cfg.conv_impl
 

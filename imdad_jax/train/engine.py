@@ -21,7 +21,8 @@ import numpy as np
 from imdad_jax.data.runs import RunData
 from imdad_jax.train.runners import (EPOCH_MODES, STRATEGIES, AutotuneCache, Programs, Runner, autotune,
                                      autotune_candidates, autotune_key, pad_runs, resolve_runner, start_session)
-from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, plan_batches
+from imdad_jax.train.step import (BatchPlan, begin_epoch, init_run, make_train_step, plan_batches,
+                                  zeros_diagnostics)
 
 __all__ = ["EPOCH_MODES", "STRATEGIES", "Checkpointer", "FitResult", "RunData", "TrainingInterrupted", "fit",
            "has_conv", "resolve_strategy"]
@@ -160,7 +161,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
         return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
     prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan),
                     prepare=prepare if hasattr(objective, "prepare") else None,
-                    acc_zero=lambda one, x_dev: _zeros_acc(objective, model, opts, one, x_dev, labels),
+                    acc_zero=lambda one, x_dev: zeros_diagnostics(objective, model, opts, one, x_dev, labels),
                     steps=plan.steps)
 
     wanted = {int(e) for e in snapshot_epochs}
@@ -241,16 +242,6 @@ def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, dat
     params, obj_state = jax.jit(jax.vmap(lambda p, o, f, m, h: objective.prepare(p, o, f, m, h, opts)))(
         state.params, state.obj_state, jnp.asarray(feats), jnp.asarray(mask), state.hp)
     return state.replace(params=params, obj_state=obj_state)
-
-
-def _zeros_acc(objective: ModuleType, model: nn.Module, opts: Any, state: Any, x_dev: jnp.ndarray,
-               labels: jnp.ndarray) -> dict:
-    """Zeros shaped like one run's step diagnostics (the Lagrangian's aux), found by ``eval_shape``."""
-    x_b = jax.ShapeDtypeStruct((labels.shape[0],) + x_dev.shape[1:], x_dev.dtype)
-    batch = lambda x: {"x": x, "y": labels, "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}  # noqa: E731
-    shapes = jax.eval_shape(lambda p, o, h, x: objective.loss(p, o, model, batch(x), h, opts)[1],
-                            state.params, state.obj_state, state.hp, x_b)
-    return {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
 
 
 def _measured_runner(default: Runner, prog: Programs, keys: np.ndarray, hp: dict, sample_x: jnp.ndarray,

@@ -15,13 +15,12 @@ from jax.sharding import NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
 from imdad_jax.train.runners import Runner
-from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step
+from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, zeros_diagnostics
 
 
 def step_shapes(model: nn.Module, objective: ModuleType, opts: Any, plan: BatchPlan, x_shape: tuple[int, ...],
                 hp_names: tuple[str, ...], pool_sizes: tuple[int, int] = (8, 8)) -> tuple[Any, Any, Any]:
     """One run's (state, step diagnostics, batch indices) as ``ShapeDtypeStruct`` trees; nothing is computed."""
-    from imdad_jax.train.engine import _zeros_acc  # engine imports this module's users; late import keeps one way
     init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=(), gamma=0.1)
     sample_x = jax.ShapeDtypeStruct((1,) + tuple(x_shape[1:]), jnp.float32)
     hp1 = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in hp_names}
@@ -30,7 +29,7 @@ def step_shapes(model: nn.Module, objective: ModuleType, opts: Any, plan: BatchP
              jax.ShapeDtypeStruct((pool_sizes[1],), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
     _, idx = jax.eval_shape(lambda st, *p: begin_epoch(st, *p, plan=plan), one, *pools)
     x_all = jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32)
-    acc = jax.eval_shape(lambda: _zeros_acc(objective, model, opts, one, x_all, plan.labels))
+    acc = jax.eval_shape(lambda: zeros_diagnostics(objective, model, opts, one, x_all, plan.labels))
     return one, acc, jax.ShapeDtypeStruct(idx.shape[1:], idx.dtype)
 
 

@@ -214,3 +214,13 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
         return state.replace(params=params, opt_state=opt_state, obj_state=obj_state, step=state.step + 1), acc
 
     return TrainStep(loss, finish)
+
+
+def zeros_diagnostics(objective: ModuleType, model: nn.Module, opts: Any, state: Any, x_dev: jnp.ndarray,
+                      labels: jnp.ndarray) -> dict:
+    """Zeros shaped like one run's step diagnostics (the Lagrangian's aux), found by ``eval_shape``."""
+    x_b = jax.ShapeDtypeStruct((labels.shape[0],) + x_dev.shape[1:], x_dev.dtype)
+    batch = lambda x: {"x": x, "y": labels, "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}  # noqa: E731
+    shapes = jax.eval_shape(lambda p, o, h, x: objective.loss(p, o, model, batch(x), h, opts)[1],
+                            state.params, state.obj_state, state.hp, x_b)
+    return {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
