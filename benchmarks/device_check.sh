@@ -10,8 +10,8 @@
 # 3. The main job, the paper's full schedule (10 classes, 200 epochs): its wall time and AUC table.
 # Each step has its own time limit so a slow one cannot take the others' time; every step's output is kept even
 # when a later one fails. Fashion-MNIST must be on the machine for step 3 (and for real images in step 2: it uses
-# random images otherwise): $IMDAD_FMNIST_DIR, or the four .gz files in shared/data/fashion_mnist beside the
-# checkout. Nothing is downloaded.
+# random images otherwise), where the library looks for it (docs/data.md): $IMDAD_FMNIST_DIR, the four .gz files in
+# ~/.cache/imdad_jax/fashion-mnist, or the Debian package dataset-fashion-mnist. Nothing is downloaded.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/device_check}"
@@ -19,9 +19,6 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export IMDAD_CACHE_DIR="$OUT/cache"               # auto's measurement is taken afresh and kept with the results
 export JAX_COMPILATION_CACHE_DIR="$OUT/xla_cache"
-if [ -z "${IMDAD_FMNIST_DIR:-}" ] && [ -d shared/data/fashion_mnist ]; then
-  export IMDAD_FMNIST_DIR="$PWD/shared/data/fashion_mnist"
-fi
 LOG="$OUT/device_check.log"
 : > "$LOG"
 say() { echo "$*" | tee -a "$LOG"; }
@@ -46,7 +43,8 @@ step strategies 150 python benchmarks/bench_strategies.py --arch=cnn2 --runs=1,1
 cat "$OUT/strategies.md" >> "$LOG" 2>/dev/null
 
 SYNTH=""
-[ -z "${IMDAD_FMNIST_DIR:-}" ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && SYNTH="--synthetic"
+[ -z "${IMDAD_FMNIST_DIR:-}" ] && [ ! -d "$HOME/.cache/imdad_jax/fashion-mnist" ] \
+  && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && SYNTH="--synthetic"
 step vs_pytorch 90 python benchmarks/bench_vs_pytorch.py --runs=1,10 --seconds=8 --torch_device=auto $SYNTH \
   --out="$OUT/vs_pytorch" --md="$OUT/vs_pytorch.md"
 

@@ -17,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from run import _ints  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from imdad_jax.ablation import OPTIONS, delta_rows, markdown_table, run_ablation, subsample  # noqa: E402
 from imdad_jax.data.registry import load_dataset  # noqa: E402
 from imdad_jax.config import ConfigError, make_config  # noqa: E402
+from imdad_jax.config_flags import parse_ints as _ints  # noqa: E402
 from imdad_jax.io.compile_cache import enable_compile_cache  # noqa: E402
 from imdad_jax.io.host import tune_host_allocator  # noqa: E402
 from imdad_jax.io.results import atomic_write, provenance  # noqa: E402

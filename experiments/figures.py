@@ -50,7 +50,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    sys.path.insert(0, str(ROOT / "experiments"))
     from imdad_jax.data.registry import load_dataset
 
     try:
@@ -84,20 +83,19 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
     """Train, then every figure; returns the files written."""
     import jax
 
-    from imdad_jax.io.compile_cache import enable_compile_cache
-    from imdad_jax.io.host import tune_host_allocator
+    from imdad_jax.pipeline import prepare_host
 
-    enable_compile_cache()
-    tune_host_allocator()  # XLA:CPU steps ~1.2x faster (imdad_jax.io.host)
+    prepare_host()
 
     from imdad_jax import interpret as ix
     from imdad_jax import plots
-    from imdad_jax.experiment import _fit, build_model, make_split
+    from imdad_jax.build import build_model, make_split
+    from imdad_jax.experiment import fit_runs
     from imdad_jax.io import atomic_write, provenance
     from imdad_jax.models.encoders import CNNEncoder
 
     split = make_split(cfg, data)
-    split, res, (obj, opts) = _fit(cfg, data, split=split, snapshot_epochs=snaps)
+    split, res, (obj, opts) = fit_runs(cfg, data, split=split, snapshot_epochs=snaps)
     model = build_model(cfg, split.data.x.shape[1:])
     score = lambda p, x: obj.score(p[0], p[1], model, x, opts)  # noqa: E731
     hp = res.state.hp
@@ -119,7 +117,7 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
     x_test, lab_test = split.test_rows(r), split.is_anomaly[r]
     record = {"name": name, "snapshot_epochs": sorted(res.snapshots),
               "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()}}
-    geometry = getattr(obj, "geometry", None)
+    geometry = obj.geometry
     for e in sorted({first, last}):
         params_e, state_e = ix.select_run(res.snapshots[e], r)
         g = geometry(params_e, state_e, opts) if geometry else {}
@@ -156,7 +154,7 @@ def make_figures(cfg, data, snaps: list[int], out: Path, grid=None) -> list[Path
         ex = ix.gradcam_examples(model, params, x_test, scores=s_test, k=4,
                                  score_fn=lambda p, x: obj.score(p, state, model, x, opts))
         files.append(plots.gradcam_grid(ex, out / "gradcam.png", title=f"{name}: Grad-CAM"))
-    if grid and hasattr(obj, "signed_distance"):
+    if grid and obj.signed_distance is not None:
         files.append(_nu_sweep(cfg, split, grid, out, name, record))
     record["provenance"] = provenance(["python", "experiments/figures.py", *sys.argv[1:]])
     record["config"] = cfg.to_dict()
@@ -168,27 +166,19 @@ def _nu_sweep(cfg, split, grid, out: Path, name: str, record: dict) -> Path:
     """Paper Fig. 7: one run-axis sweep over the grid on run 0's training data, fractions against the bounds."""
     from imdad_jax import interpret as ix
     from imdad_jax import plots
-    from imdad_jax.evaluate import apply_runs, nu_property
-    from imdad_jax.experiment import Split, _fit, build_model, objective_options, run_hyperparams
-    from imdad_jax.train.engine import RunData
-    from imdad_jax.tuning import grid_hyperparams, grid_points, tile_runs
+    from imdad_jax.build import build_model, objective_options
+    from imdad_jax.data.runs import RunData
+    from imdad_jax.evaluate import sphere_report
+    from imdad_jax.experiment import fit_grid
 
     obj, opts = objective_options(cfg)
     d = split.data
     one = RunData(d.x, d.normal_pool[:1], d.n_valid[:1], d.anomaly_pool[:1], d.m_valid[:1])
-    points = grid_points(grid)
-    data_g, keys_g = tile_runs(one, split.keys[:1], len(points))
-    hp = grid_hyperparams(run_hyperparams(cfg, 1), points)
-    obj.validate_hp(hp)
-    _, res, _ = _fit(cfg, None, split=Split([], data_g, keys_g, d.x, None, None, []), hp=hp)
+    hp, res, points = fit_grid(cfg, one, split.keys[:1], grid)
     model = build_model(cfg, d.x.shape[1:])
-    s_fn = lambda p, x: obj.signed_distance(p[0], p[1], model, x, opts)  # noqa: E731
-    st = (res.state.params, res.state.obj_state)
-    s_n = apply_runs(s_fn, st, d.x, data_g.normal_pool, strategy=res.runner)
-    s_a = apply_runs(s_fn, st, d.x, data_g.anomaly_pool, strategy=res.runner)
-    geom = obj.geometry(*st, opts)
-    nu = nu_property([s_n[i, :data_g.n_valid[i]] for i in range(len(points))],
-                     [s_a[i, :data_g.m_valid[i]] for i in range(len(points))], np.asarray(geom["margin2"]), hp)
+    data_g = RunData(d.x, *(np.repeat(a, len(points), axis=0) for a in (one.normal_pool, one.n_valid,
+                                                                        one.anomaly_pool, one.m_valid)))
+    _, nu = sphere_report(obj, opts, model, res.state.params, res.state.obj_state, hp, data_g, res.runner)
     table = ix.nu_property_grid(hp["nu1"], hp["nu2"], nu["frac_normals_out"], nu["frac_anomalies_in"], hp["nu"])
     record["nu_sweep"] = {k: np.asarray(v).tolist() for k, v in table.items()}
     return plots.nu_property_plot(table, out / "nu_property.png",

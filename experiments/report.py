@@ -94,7 +94,7 @@ def section(path: Path, rec: dict, method: str) -> list[str]:
                  f"{f'{mean - p_mean:+.2f}' if p_mean else 'n/a'} |")
     if ds in PEER_DEEP_SAD_MEAN:
         lines.append(f"\nDeep SAD from a standard library under this protocol: {PEER_DEEP_SAD_MEAN[ds]:.2f} "
-                     "(`../shared/spec/peer_results.md`), the bar beside the paper's number.")
+                     "(`docs/baselines.md`), the bar beside the paper's number.")
     return lines + [""]
 
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f" --method={a.method}" if a.method != "imdad" else "") + "` from the results files; do not edit by hand.",
           "The paper's column is its Tables II (images) and III (tabular); its schedule is 200 epochs. Where ours is",
           "shorter the section says so. The paper's baseline columns are weaker than the same methods in standard",
-          "libraries (`../shared/spec/peer_results.md`), so Deep SAD's score is given as the bar as well.", ""]
+          "libraries (`docs/baselines.md`), so Deep SAD's score is given as the bar as well.", ""]
     recs = sorted(recs, key=lambda pr: (pr[1]["config"]["dataset"], str(pr[0])))
     md += ["## Summary", ""] + summary(recs, a.method)
     if a.notes and Path(a.notes).is_file():

@@ -6,8 +6,8 @@ class x seed runs train as one run-axis program, as the baseline's do. The delta
 option minus the same run's (same class, seed, labelled anomalies, batches) without it; a seed's delta is the
 mean over classes, and the table gives the mean and the standard deviation of that over seeds.
 
-The course report (``../shared/spec/seeds/deep_svdd_course_report.txt``, section III) only *simulated* these
-options with fixed bonuses; ``SIMULATED_BONUS`` holds its numbers so the table can set them side by side.
+The course report (V. Shah, A. Murphy, J. Kong, "Deep One-Class Classification", COSI 126A final project report,
+2025, section III) only *simulated* these options with fixed bonuses; ``SIMULATED_BONUS`` holds its numbers so the table can set them side by side.
 """
 from __future__ import annotations
 

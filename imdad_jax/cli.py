@@ -5,328 +5,41 @@ save a detector, and score new files by the same feature columns (chosen by name
 columns in a later file do not matter). Every bad input ends with exit code 2 and one ``error: ...`` line on
 stderr that says what to fix (``docs/own_data.md``).
 
-The standard library's ``csv`` and numpy read the files, so no new dependency is needed; jax, the estimator
-and scikit-learn are imported only once a command runs, so ``--help`` and input errors answer at once.
+:mod:`imdad_jax.io.tables` reads and checks the files (its :class:`~imdad_jax.io.tables.TableError` is reported
+like a :class:`CliError`); jax, the estimator and scikit-learn are imported only once a command runs, so
+``--help`` and input errors answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import io
 import json
 import sys
 import time
-import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# Table, choose_features, feature_matrix, label_vector and read_table lived here before imdad_jax.io.tables;
+# they stay importable from here for code written against the old place.
+from imdad_jax.io.tables import (Table, TableError, choose_features, describe_columns, feature_matrix, file_kind,
+                                 label_vector, read_table, require_label_column)
+
 CLI_META = "cli.json"
 TRAIN_SCORES = "train_scores.csv"
 MIN_TRAIN_ROWS = 10
-TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".csv.gz": ",", ".tsv.gz": "\t"}
-ARRAY_SUFFIXES = (".npy", ".npz")
-# Cells read as missing rather than as text: empty, the usual NA spellings, and UCI's "?".
-MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
-LABEL_WORDS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "normal": 0, "anomaly": 1}
 
 
 class CliError(Exception):
-    """A bad input: ``main`` prints ``error: <message>`` (one line) and returns 2."""
+    """A bad input: ``main`` prints ``error: <message>`` (one line) and returns 2, as for a ``TableError``."""
 
 
-@dataclass
-class Table:
-    """One data file, columns by name, before any column is parsed.
-
-    CSV cells stay strings until a column is asked for, so a bad cell in an unused column never stops a run.
-    """
-
-    path: Path
-    names: list[str]
-    cells: list[list[str]] | None = None        # CSV: one list of strings per column
-    lines: list[int] | None = None              # CSV: the file line of each data row, for messages
-    matrix: np.ndarray | None = None            # .npy / .npz: (rows, columns) numbers
-    labels: np.ndarray | None = None            # .npy / .npz: labels given apart from the features
-
-    @property
-    def n_rows(self) -> int:
-        """Number of data rows."""
-        return len(self.lines) if self.cells is not None else len(self.matrix)
-
-    def where(self, i: int) -> str:
-        """Row ``i`` for a message: its 0-based index (the ``row`` column of the scores) and its file line."""
-        return f"row {i} (line {self.lines[i]})" if self.lines is not None else f"row {i}"
-
-
-# ---- reading files ------------------------------------------------------------------------------------
-def file_kind(path: Path) -> str:
-    """The suffix that decides how ``path`` is read (``.csv``, ``.csv.gz``, ``.npy``, ...)."""
-    name = path.name.lower()
-    for suffix in (*TEXT_SUFFIXES, *ARRAY_SUFFIXES):
-        if name.endswith(suffix):
-            return suffix
-    raise CliError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; give a .csv (or .tsv, "
-                   ".csv.gz) table with a header line, a .npy array or a .npz file with arrays X and y")
-
-
-def read_table(path: str | Path, labels_path: str | None = None, n_features: int | None = None,
-               unlabelled: bool = False) -> Table:
-    """Read a CSV / TSV (header line first), ``.npy`` or ``.npz`` file into a :class:`Table`.
-
-    For arrays the labels travel apart from the features: ``.npz`` array ``y``, ``labels_path`` (a ``.npy``),
-    or else the last column of a ``.npy`` (unless ``unlabelled``; when scoring, ``n_features`` tells whether
-    that last column is a label or a feature).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"{path}: file not found (check the path; it is read relative to {Path.cwd()})")
-    if path.is_dir():
-        raise CliError(f"{path} is a folder; give a data file (.csv, .npy or .npz)")
-    kind = file_kind(path)
-    if kind in TEXT_SUFFIXES:
-        if labels_path:
-            raise CliError("--labels is for .npy files; in a CSV the labels are a column named by --label_column")
-        return _read_csv(path, TEXT_SUFFIXES[kind], gzipped=kind.endswith(".gz"))
-    return _read_array(path, kind, labels_path, n_features, unlabelled)
-
-
-def _read_csv(path: Path, delimiter: str, gzipped: bool) -> Table:
-    opener = gzip.open if gzipped else open
-    try:
-        # utf-8-sig drops the byte-order mark spreadsheet programs put before the first column name.
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
-            if header is None:
-                raise CliError(f"{path} is empty; it needs a header line of column names and data rows below it")
-            header = [h.strip() for h in header]
-            _check_header(path, header)
-            columns: list[list[str]] = [[] for _ in header]
-            lines: list[int] = []
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank lines (often one at the end) are not rows
-                if len(row) != len(header):
-                    raise CliError(f"{path}, line {reader.line_num}: {len(row)} fields, but the header has "
-                                   f"{len(header)}; the file may be truncated, or a value holds an unquoted "
-                                   f"{'comma' if delimiter == ',' else 'tab'}: fix or drop that line")
-                for col, cell in zip(columns, row):
-                    col.append(cell)
-                lines.append(reader.line_num)
-    except UnicodeDecodeError as e:
-        raise CliError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); export it as UTF-8 CSV") from None
-    # zlib.error: damage inside a .csv.gz's compressed data (a cut one raises EOFError)
-    except (csv.Error, OSError, EOFError, zlib.error) as e:
-        raise CliError(f"{path}: cannot read it as {'TSV' if delimiter == chr(9) else 'CSV'}: {e}") from None
-    return Table(path, header, cells=columns, lines=lines)
-
-
-def _check_header(path: Path, header: list[str]) -> None:
-    if all(_is_number(h) for h in header):
-        raise CliError(f"{path}: the first line ({','.join(header[:4])}...) looks like data, not column names; "
-                       "add a header line naming the columns")
-    if "" in header:
-        raise CliError(f"{path}: column {header.index('') + 1} of the header has no name; name every column")
-    dup = sorted({h for h in header if header.count(h) > 1})
-    if dup:
-        raise CliError(f"{path}: the header names {', '.join(map(repr, dup))} more than once; columns are "
-                       "chosen by name, so make the names unique")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-# What a cut or damaged .npy / .npz raises from numpy's reader: the zip layer's errors (RuntimeError: a flipped
-# "encrypted" flag, NotImplementedError: an unknown compression method), zlib's for damaged compressed members, and
-# the header parser's (tokenize, SyntaxError) for a damaged .npy header.
-_DAMAGED = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, tokenize.TokenError,
-            SyntaxError, KeyError)
-
-
-def _load_npy(path: Path, what: str) -> Any:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        # allow_pickle=False: object arrays (and pickles) are refused rather than executed.
-        raise CliError(f"{path}: cannot read {what} ({e}); save a plain numeric array with np.save") from None
-    except _DAMAGED as e:
-        raise CliError(f"{path}: cannot read {what} ({type(e).__name__}: {e}); the file is corrupt or truncated, "
-                       "save it again") from None
-
-
-def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    z = _load_npy(path, "the .npz file")
-    if not isinstance(z, np.lib.npyio.NpzFile):  # numpy reads by content, not by name
-        raise CliError(f"{path} holds a single array, not a .npz archive; rename it to .npy")
-    with z:
-        if "X" not in z.files:
-            raise CliError(f"{path} has no array named 'X' (it holds {', '.join(z.files) or 'none'}); save it "
-                           "with np.savez(path, X=features, y=labels)")
-        try:  # the members are read only now, so a damaged one fails here
-            return z["X"], (z["y"] if "y" in z.files else None)
-        except (ValueError, *_DAMAGED) as e:
-            raise CliError(f"{path}: cannot read its arrays ({type(e).__name__}: {e}); the file is corrupt or "
-                           "truncated, save it again") from None
-
-
-def _single_array(path: Path, what: str) -> np.ndarray:
-    a = _load_npy(path, what)
-    if not isinstance(a, np.ndarray):
-        a.close()
-        raise CliError(f"{path} is a .npz archive, not a single array; rename it to .npz (arrays X and y)")
-    return a
-
-
-def _read_array(path: Path, kind: str, labels_path: str | None, n_features: int | None,
-                unlabelled: bool) -> Table:
-    labels = None
-    if kind == ".npz":
-        x, labels = _npz_arrays(path)
-    else:
-        x = _single_array(path, "the array")
-    if x.ndim != 2:
-        raise CliError(f"{path}: the array has shape {x.shape}; the command line takes a table (rows, columns). "
-                       "For images use the Python API (imdad_jax.estimator.DeepDetector)")
-    # complex numbers would lose their imaginary part silently in the cast to float
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
-        raise CliError(f"{path}: the array holds {x.dtype}, not real numbers; save it as floats")
-    if labels_path:
-        if labels is not None:
-            raise CliError(f"{path} already holds labels (array 'y'); drop --labels")
-        if not Path(labels_path).is_file():
-            raise CliError(f"--labels {labels_path}: file not found")
-        labels = _single_array(Path(labels_path), "the labels")
-    elif kind == ".npy" and not unlabelled and (n_features is None or x.shape[1] == n_features + 1):
-        if x.shape[1] < 2:
-            raise CliError(f"{path} has one column; the last column is read as the label, so give at least one "
-                           "feature column before it (or pass --unlabelled / --labels FILE.npy)")
-        x, labels = x[:, :-1], x[:, -1]
-    if labels is not None:
-        labels = np.asarray(labels).ravel()
-        if len(labels) != len(x):
-            raise CliError(f"{path}: {len(x)} rows but {len(labels)} labels; give one label per row")
-    return Table(path, [f"x{j}" for j in range(x.shape[1])], matrix=x, labels=labels)
-
-
-# ---- columns to numbers -------------------------------------------------------------------------------
-def feature_matrix(table: Table, names: Sequence[str]) -> np.ndarray:
-    """The named columns as a (rows, features) float array; a non-numeric or missing cell is a CliError."""
-    idx = [table.names.index(n) for n in names]
-    if table.matrix is not None:
-        x = table.matrix[:, idx].astype(np.float64)
-    else:
-        x = np.stack([_numeric_column(table, j) for j in idx], axis=1) if idx else np.zeros((table.n_rows, 0))
-    bad = ~np.isfinite(x)
-    if bad.any():
-        counts = bad.sum(axis=0)
-        cols = ", ".join(f"{names[j]!r} ({counts[j]})" for j in np.flatnonzero(counts))
-        raise CliError(f"{table.path}: empty, NaN or infinite cells in feature column(s) {cols}, "
-                       f"{int(bad.any(axis=1).sum())} row(s) in all (first: {table.where(int(np.argmax(bad.any(axis=1))))}); "
-                       "drop those rows or impute the cells (e.g. with the column median) and run again")
-    return x
-
-
-def _numeric_column(table: Table, j: int) -> np.ndarray:
-    cells = table.cells[j]
-    try:
-        return np.asarray(cells, dtype=np.float64)  # fast path: numpy parses the strings itself
-    except ValueError:
-        pass
-    out = np.empty(len(cells))
-    for i, cell in enumerate(cells):
-        if cell.strip().lower() in MISSING:
-            out[i] = np.nan  # counted with the other missing cells by feature_matrix
-            continue
-        try:
-            out[i] = float(cell)
-        except ValueError:
-            raise CliError(f"{table.path}: column {table.names[j]!r} is not numeric: {table.where(i)} holds "
-                           f"{cell!r}; convert it to numbers, or leave it out by listing the feature columns "
-                           "with --features a,b,c") from None
-    return out
-
-
-def label_vector(table: Table, label_column: str | None) -> np.ndarray | None:
-    """0/1 labels from ``table.labels`` (arrays) or the CSV column ``label_column``; None when there are none."""
-    if table.matrix is not None:
-        if table.labels is None:
-            return None
-        raw = table.labels
-        # -1 marks a bad label; built in int64 because np.where(..., raw, -1) wraps -1 to 255 in uint8 labels
-        y = np.full(len(raw), -1, np.int64)
-        if np.issubdtype(raw.dtype, np.number):
-            ok = np.isin(raw, (0, 1))
-            y[ok] = np.real(raw[ok]).astype(np.int64)
-        what = "the labels"
-    else:
-        if label_column is None or label_column not in table.names:
-            return None
-        raw = table.cells[table.names.index(label_column)]
-        y = np.array([_label_value(c) for c in raw], np.int64)
-        what = f"label column {label_column!r}"
-    bad = np.flatnonzero(y < 0)
-    if len(bad):
-        i = int(bad[0])
-        raise CliError(f"{table.path}: {what} must hold 0 (normal or unlabelled) or 1 (labelled anomaly), or the "
-                       f"words normal / anomaly; {table.where(i)} holds {raw[i]!r} ({len(bad)} row(s) in all)")
-    return y
-
-
-def _label_value(cell: str) -> int:
-    text = cell.strip().lower()
-    if text in LABEL_WORDS:
-        return LABEL_WORDS[text]
-    try:
-        v = float(text)  # "1.00", "0e0"
-    except ValueError:
-        return -1
-    return int(v) if v in (0.0, 1.0) else -1
-
-
-# ---- choosing columns ---------------------------------------------------------------------------------
-def _columns_list(table: Table) -> str:
-    names = table.names if len(table.names) <= 30 else [*table.names[:30], f"... ({len(table.names)} in all)"]
-    return ", ".join(names)
-
-
-def choose_features(table: Table, features: str | None, label_column: str | None) -> list[str]:
-    """``--features a,b,c`` checked against the file, or every column but the label column."""
-    if features is None:
-        names = [n for n in table.names if n != label_column]
-    else:
-        names = [n.strip() for n in features.split(",") if n.strip()]
-        missing = [n for n in names if n not in table.names]
-        if missing:
-            raise CliError(f"--features: {table.path} has no column(s) {', '.join(map(repr, missing))}; its "
-                           f"columns: {_columns_list(table)}")
-        if label_column in names:
-            raise CliError(f"--features lists the label column {label_column!r}; a detector must not see the label")
-        if len(set(names)) != len(names):
-            raise CliError("--features names a column more than once")
-    if not names:
-        raise CliError(f"{table.path} has no feature columns" + (f" besides the label column {label_column!r}"
-                                                                  if label_column in table.names else ""))
-    return names
-
-
-def _require_label_column(table: Table, label_column: str) -> None:
-    if table.matrix is None and label_column not in table.names:
-        raise CliError(f"{table.path} has no label column {label_column!r}; its columns: {_columns_list(table)}. "
-                       "Name yours with --label_column NAME (or pass --unlabelled to treat every row as normal)")
-
-
+# ---- checks -------------------------------------------------------------------------------------------
 def check_training_labels(table: Table, y: np.ndarray | None, method: str, label_name: str) -> None:
     """Enough rows, some normals, and labelled anomalies when ``method`` learns from them."""
     from imdad_jax.objectives import get_objective
@@ -358,9 +71,13 @@ def parse_hyperparams(items: Sequence[str] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not _is_number(value):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name.strip() or number is None:
             raise CliError(f"--hyperparam {item!r}: write NAME=VALUE with a number, e.g. --hyperparam nu1=0.05")
-        out[name.strip()] = float(value)
+        out[name.strip()] = number
     return out
 
 
@@ -382,7 +99,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     # The label column never becomes a feature, even with --unlabelled (then its values are just not used).
     label_column = a.label_column if table.matrix is None else None
     if label_column is not None and not a.unlabelled:
-        _require_label_column(table, label_column)
+        require_label_column(table, label_column)
     names = choose_features(table, a.features, label_column)
     x = feature_matrix(table, names)
     y = None if a.unlabelled else label_vector(table, label_column)
@@ -434,7 +151,7 @@ def _print_train_summary(a: argparse.Namespace, table: Table, names: list[str], 
     print(f"result   training AUC {'n/a (one class)' if auc is None else f'{auc:.4f}'}; "
           f"{int(flags.sum())} of {len(flags)} rows flagged (score > 0)"
           + (f"; sphere {', '.join(geometry)}" if geometry else ""))
-    print(f"wrote    {out}/ (detector.json, params.npz, {CLI_META}) and {scores_path}")
+    print(f"wrote    {out}/ (detector.json, params.msgpack, {CLI_META}) and {scores_path}")
     print(f"next     {_prog()} score --model {out} --data NEW_FILE")
 
 
@@ -449,7 +166,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         missing = [n for n in names if n not in table.names]
         if missing:
             raise CliError(f"{table.path} lacks feature column(s) {', '.join(map(repr, missing))} that the model "
-                           f"was trained on; its columns: {_columns_list(table)}")
+                           f"was trained on; its columns: {describe_columns(table)}")
     else:  # a detector saved from Python: no names, so every non-label column in file order
         names = [n for n in table.names if n != label_column]
     if len(names) != n_features:
@@ -459,7 +176,7 @@ def cmd_score(a: argparse.Namespace) -> int:
     x = feature_matrix(table, names)
     try:
         y = label_vector(table, label_column)
-    except CliError as e:  # labels are optional when scoring: say why there is no AUC, score anyway
+    except TableError as e:  # labels are optional when scoring: say why there is no AUC, score anyway
         print(f"note: no AUC: {e}", file=sys.stderr)
         y = None
     scores, flags = det.decision_function(x), det.predict(x)
@@ -479,8 +196,11 @@ def load_model(model_dir: Path) -> tuple[Any, dict[str, Any] | None]:
     """The saved detector and its ``cli.json`` (None for a detector saved from Python)."""
     if not model_dir.is_dir():
         raise CliError(f"--model {model_dir}: no such folder; give the --out folder of a train run")
-    if not (model_dir / "detector.json").is_file() or not (model_dir / "params.npz").is_file():
-        raise CliError(f"{model_dir} holds no saved detector (detector.json and params.npz); give the --out "
+    from imdad_jax.estimator import LEGACY_PARAMS_FILE, PARAMS_FILE
+
+    if not (model_dir / "detector.json").is_file() or not any(
+            (model_dir / f).is_file() for f in (PARAMS_FILE, LEGACY_PARAMS_FILE)):
+        raise CliError(f"{model_dir} holds no saved detector (detector.json and {PARAMS_FILE}); give the --out "
                        f"folder of a train run, or make one: {_prog()} train --data FILE --out {model_dir}")
     from imdad_jax.estimator import DeepDetector
 
@@ -633,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_compile_cache()  # the second train/score of the same shapes skips XLA compilation
         tune_host_allocator()  # XLA:CPU steps ~1.2x faster (imdad_jax.io.host)
         return a.func(a)
-    except CliError as e:
+    except (CliError, TableError) as e:
         print(f"error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)  # one line, whatever the message held
         return 2
     except SystemExit as e:  # --help
@@ -643,4 +363,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["CliError", "Table", "build_parser", "main", "read_table"]
+__all__ = ["CliError", "Table", "TableError", "build_parser", "main", "read_table"]

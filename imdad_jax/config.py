@@ -1,6 +1,9 @@
 """One typed config for an experiment; defaults are the paper's (IV-A3) where it gives them.
 
-Where the paper is silent the default is ours, and ``docs/method.md`` says why.
+Where the paper is silent the default is ours, and ``docs/method.md`` says why. Importing this module does not
+import JAX: the dataset lists come from the data registry (numpy only); the checks that need a registry of JAX
+code (methods, encoders, engine strategies, each objective's own hyperparameters and options) run in
+``imdad_jax.build.check_config``, which ``validate`` calls.
 """
 from __future__ import annotations
 
@@ -9,30 +12,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from imdad_jax.data.preprocess import PREPROCESSING
-from imdad_jax.models import ARCHITECTURES, MARGIN_PARAMS
-from imdad_jax.models.layers import CONV_IMPLS
-from imdad_jax.objectives import REGISTRY
-from imdad_jax.objectives.imdad import CENTER_CONSTRAINTS
-from imdad_jax.train.engine import EPOCH_MODES, STRATEGIES
+from imdad_jax.data.registry import DATASETS as _DATASET_SPECS
+from imdad_jax.data.registry import dataset_names
 
-IMAGE_DATASETS = ("mnist", "fmnist", "cifar10")
-TABULAR_DATASETS = ("bc", "card", "on", "moons", "spiral")  # k-fold CV, FC3 (paper Table I)
-DATASETS = IMAGE_DATASETS + TABULAR_DATASETS
-# The paper's settings per kind of data (IV-A3): FC3 and batch 50 for tabular and synthetic data.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: {"arch": "fc3", "dense_features": (64, 32, 16), "batch_size": 50} for name in TABULAR_DATASETS}
-# CIFAR-10: CNN3+FC3 (Table I); the widths are ours, as for CNN2 (docs/method.md).
-DATASET_DEFAULTS["cifar10"] = {"arch": "cnn3", "conv_features": (32, 64, 128)}
-DEEP_METHODS = tuple(REGISTRY)
+IMAGE_DATASETS = dataset_names("image")
+TABULAR_DATASETS = dataset_names("tabular", "synthetic")  # k-fold CV, FC3 (paper Table I)
+DATASETS = dataset_names()
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {n: dict(s.defaults) for n, s in _DATASET_SPECS.items()}
 # The shallow baselines (imdad_jax.shallow), named here so the config validates without importing them.
 SHALLOW_METHODS = ("iforest", "kde", "ocsvm", "svdd", "sslm")
-METHODS = DEEP_METHODS + SHALLOW_METHODS
-# Per-run hyperparameters of the objectives; None in a config means "the method's own default"
-# (objective.DEFAULT_HP), since e.g. nu means a margin weight in IMD-AD and an outlier fraction in
-# Deep SVDD soft-boundary.
-OBJECTIVE_HP = ("nu", "nu1", "nu2", "dual_lr", "eta", "mu1", "mu2", "warmup_epochs", "drocc_radius", "drocc_gamma",
-                "drocc_lambda", "drocc_step_size")
+
+
+def __getattr__(name: str) -> Any:
+    # The deep methods are the objectives' registry (JAX code): read on first use, not at import.
+    if name in ("DEEP_METHODS", "METHODS"):
+        from imdad_jax.objectives import REGISTRY
+
+        return tuple(REGISTRY) + (SHALLOW_METHODS if name == "METHODS" else ())
+    raise AttributeError(f"module 'imdad_jax.config' has no attribute {name!r}")
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # per-run values train as float32: anything larger becomes inf
@@ -50,87 +47,117 @@ class ConfigError(ValueError):
     """A setting is out of range; the message names it and says what to change."""
 
 
+def _f(default: Any, section: str, help: str = "", parse: str | None = None, flag: bool = True) -> Any:
+    """A config field with its section, its flag's help and how the flag's text is parsed (``config_flags``)."""
+    meta = {"section": section, "help": help, "parse": parse, "flag": flag}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+SECTIONS = ("data", "model", "optim", "method", "engine", "shallow", "patching")
+
+
 @dataclass
 class ExperimentConfig:
-    dataset: str = "fmnist"
-    classes: tuple[int, ...] = tuple(range(10))
-    seeds: tuple[int, ...] = (0,)
-    method: str = "imdad"
-    anomaly_fraction: float = 0.1
-    # the labelled anomalies' share of each batch: None = their share of the training set (the
-    # paper's stratified batches); 0.5 = balanced batches (DeepOD's weighted sampler for Deep SAD)
-    anomaly_share: float | None = None
-    n_folds: int = 5  # tabular and synthetic data (stratified k-fold CV)
-    # images: input preprocessing on top of [0, 1] pixels, fit on each run's training normals
-    # (imdad_jax.data.preprocess: unit, standardize, gcn_minmax, zca); tabular data is always standardised
-    preprocess: str = "unit"
+    """Every setting of one experiment, grouped in sections (``field.metadata["section"]``; ``cfg.section(name)``).
+
+    Each field is also a command-line flag (``imdad_jax.config_flags``): ``--lr=1e-3`` or ``--optim.lr=1e-3``.
+    The method's own per-run numbers are ``hp`` (``{"nu1": 0.05}``; absent: the objective's ``DEFAULT_HP``) and its
+    static choices ``options`` (the fields of its ``Options``); the objective that owns them checks them
+    (``imdad_jax.build.check_config``). ``cfg.nu1`` reads ``hp`` / ``options`` too.
+    """
+
+    # data
+    dataset: str = _f("fmnist", "data", flag=False)
+    classes: tuple[int, ...] = _f(tuple(range(10)), "data", flag=False)
+    seeds: tuple[int, ...] = _f((0,), "data", flag=False)
+    anomaly_fraction: float = _f(0.1, "data", "share of the anomalies labelled for training (default 0.1)", "float")
+    # None = their share of the training set (the paper's stratified batches); 0.5 = balanced batches (DeepOD's
+    # weighted sampler for Deep SAD)
+    anomaly_share: float | None = _f(None, "data", "the labelled anomalies' share of each batch (default: their "
+                                     "share of the training set; 0.5: balanced batches)", "float")
+    n_folds: int = _f(5, "data", "folds of the stratified k-fold CV on tabular and synthetic data (default 5)", "int")
+    # images only; tabular data is always standardised on each run's training normals
+    preprocess: str = _f("unit", "data", "images: unit (default: pixels in [0, 1]), standardize, gcn_minmax or zca, "
+                         "fit on each run's training normals only (docs/data.md)", "str")
     # model (paper Table I names only "CNN2+FC3"; the widths are ours)
-    arch: str = "cnn2"
-    conv_features: tuple[int, ...] = (16, 32)
-    dense_features: tuple[int, ...] = (128, 64, 32)
-    use_bias: bool = False
-    # optional encoder blocks (models.encoders), all bias-free and off by default (the paper's net)
-    layer_norm: bool = False
-    residual: bool = False
-    se_attention: bool = False
-    projection: int = 0  # features of a final bias-free dense projection; 0 = none
-    batch_norm: bool = False  # affine-free BatchNorm, per-run batch statistics (the reference LeNets')
-    dropout: float = 0.0  # dropout rate after every hidden activation / pooling; per-run RNG; 0 = off
-    # how convolutions are computed (models.layers): auto = im2col for 1-2 input channels on CPU, XLA's otherwise
-    conv_impl: str = "auto"
+    arch: str = _f("cnn2", "model", "encoder: cnn2, cnn3 or fc3 (default: the dataset's)", "str")
+    conv_features: tuple[int, ...] = _f((16, 32), "model", "conv stage widths, e.g. 16,32", "ints")
+    dense_features: tuple[int, ...] = _f((128, 64, 32), "model", "dense layer widths, the last is z's", "ints")
+    use_bias: bool = _f(False, "model", "biases in the encoder (the paper's is bias-free)", "bool")
+    layer_norm: bool = _f(False, "model", "bias-free LayerNorm in every conv block and hidden dense layer "
+                          "(docs/method.md)", "bool")
+    residual: bool = _f(False, "model", "residual connections around every conv block and hidden dense layer", "bool")
+    se_attention: bool = _f(False, "model", "squeeze-and-excitation channel attention after every conv block and "
+                            "hidden dense layer", "bool")
+    projection: int = _f(0, "model", "a bias-free dense projection to this many features before the head "
+                         "(default 0: none)", "int")
+    batch_norm: bool = _f(False, "model", "affine-free BatchNorm in every conv block and hidden dense layer; "
+                          "statistics per run", "bool")
+    dropout: float = _f(0.0, "model", "dropout rate after every conv block and hidden dense layer (default 0: off); "
+                        "each run draws its own masks", "float")
+    conv_impl: str = _f("auto", "model", "how convolutions are computed: auto (default: fastest measured per "
+                        "backend), xla or im2col; the same numbers up to float rounding", "str")
     # optimisation (paper: Adam, lr 1e-4, MultiStepLR, 200 epochs, batch 150 for images)
-    epochs: int = 200
-    batch_size: int = 150
-    lr: float = 1e-4
-    weight_decay: float = 1e-6
-    milestone_fractions: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    # objective hyperparameters (None: the method's default, objective.DEFAULT_HP; IMD-AD's are
-    # nu 0.5, nu1 0.1, nu2 0.1, dual_lr 0.1)
-    nu: float | None = None
-    nu1: float | None = None
-    nu2: float | None = None
-    dual_lr: float | None = None
-    eta: float | None = None  # Deep SAD
-    mu1: float | None = None  # hybrid Deep SVDD
-    mu2: float | None = None
-    warmup_epochs: float | None = None  # soft-boundary radius / DROCC adversarial term start
-    drocc_radius: float | None = None  # per sqrt(input dimension)
-    drocc_gamma: float | None = None
-    drocc_lambda: float | None = None
-    drocc_step_size: float | None = None
-    # static objective options
-    margin_param: str = "softplus"
-    center_constraint: str = "projection"
-    kappa: float = 10.0
-    drocc_ascent_steps: int = 5
-    pretrain_epochs: int = 0  # autoencoder pretraining of the encoder (any deep method but the autoencoder)
-    # hyperparameters chosen per run on a validation split of its training data (imdad_jax.tuning):
+    epochs: int = _f(200, "optim", "training epochs (overrides the preset)", "int")
+    batch_size: int = _f(150, "optim", "batch size (default: the dataset's)", "int")
+    lr: float = _f(1e-4, "optim", "Adam's learning rate", "float")
+    weight_decay: float = _f(1e-6, "optim", "coupled L2 weight decay", "float")
+    milestone_fractions: tuple[float, ...] = _f((0.5, 0.75), "optim", "MultiStepLR milestones as shares of the "
+                                                "schedule", "floats")
+    gamma: float = _f(0.1, "optim", "MultiStepLR factor at each milestone", "float")
+    pretrain_epochs: int = _f(0, "optim", "autoencoder pretraining epochs of the encoder (default 0)", "int")
+    # method
+    method: str = _f("imdad", "method", flag=False)
+    hp: dict[str, float] = _f({}, "method", flag=False)
+    options: dict[str, Any] = _f({}, "method", flag=False)
     # ((name, (values...)), ...) over lr, weight_decay and the method's HYPERPARAMS; () = no tuning
-    tune: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    val_fraction: float = 0.25
+    tune: tuple[tuple[str, tuple[float, ...]], ...] = _f(
+        (), "method", "choose per-run values on a validation split of each run's training data, e.g. "
+        "'lr=1e-3,1e-4;nu1=0.05,0.1' (every combination trains as one program)", "grid")
+    val_fraction: float = _f(0.25, "method", "share of each run's training normals and labelled anomalies held out "
+                             "for --tune (default 0.25)", "float")
     # shallow baselines
-    shallow_max_train: int = 1000
-    shallow_pca_dims: int | None = 32
+    shallow_max_train: int = _f(1000, "shallow", "training rows the shallow baselines see at most", "int")
+    shallow_pca_dims: int | None = _f(32, "shallow", "PCA components for the shallow baselines on images", "int")
     # engine
-    # runs per program: "auto" = as many as fit in the accelerator's memory (measured by XLA's memory
-    # analysis; one program on a CPU), an int = at most that many, None = all in one program
-    max_runs: int | str | None = "auto"
-    strategy: str = "auto"  # train.runners: auto, vmap, vmap_fwd, map, chunked, loop
-    epoch_mode: str = "auto"
-    chunk_runs: int = 8  # runs per vmapped group of the "chunked" strategy
-    unroll: int = 1  # steps per iteration of the scanned epoch
-    # feature patching (FPSVDD, Huang et al. 2024; imdad_jax.feature_patching, docs/method.md): a bias-free MLP of
-    # dense_features on every patch embedding of a frozen backbone; image datasets and hypersphere methods only
-    feature_patching: bool = False
-    backbone_params: str | None = None  # .npz / Orbax folder of the backbone's weights; None: random (mechanics only)
-    backbone_features: tuple[int, ...] = (16, 32, 64)  # the backbone's stage widths (PatchBackbone)
-    backbone_seed: int = 0  # the random backbone's seed (no backbone_params)
-    patch_layers: tuple[int, ...] = (1, 2)  # the stages whose feature maps are patched (0 = the first)
-    patch_size: int = 3  # neighbourhood averaged around every patch (odd)
-    patch_reduce: str = "max"  # an image's signed distance from its patches': max or mean
-    preset: str = "paper"
-    extra: dict[str, Any] = field(default_factory=dict)
+    # "auto" = as many as fit in the accelerator's memory (XLA's memory analysis; one program on a CPU), an int =
+    # at most that many, None = all in one program
+    max_runs: int | str | None = _f("auto", "engine", "runs per program: 'auto' (default: as many as fit in the "
+                                    "accelerator's memory, measured; all at once on a CPU), 'all', or a number "
+                                    "(larger sweeps train in chunks of that many, with the same numbers per run)",
+                                    "max_runs")
+    strategy: str = _f("auto", "engine", "how the run axis executes: auto (default: on an accelerator, a few "
+                       "measured steps of vmap, vmap_fwd, map and chunked, the fastest kept and cached; on a CPU "
+                       "loop for CNNs, vmap for MLPs), vmap, vmap_fwd, map, chunked or loop (docs/scaling.md)", "str")
+    epoch_mode: str = _f("auto", "engine", "auto (default), scan or steps", "str")
+    chunk_runs: int = _f(8, "engine", "runs per vmapped group of --strategy=chunked (default 8)", "int")
+    unroll: int = _f(1, "engine", "steps per iteration of a scanned epoch (default 1)", "int")
+    # feature patching (FPSVDD, Huang et al. 2024; imdad_jax.feature_patching, docs/method.md)
+    feature_patching: bool = _f(False, "patching", "train --dense_features as an MLP on every patch embedding of a "
+                                "frozen backbone (images, hypersphere methods)", "bool")
+    backbone_params: str | None = _f(None, "patching", "the backbone's weights (.npz, or an Orbax checkpoint "
+                                     "folder); default: random, which tests the mechanics only", "str")
+    backbone_features: tuple[int, ...] = _f((16, 32, 64), "patching", "the backbone's stage widths", "ints")
+    backbone_seed: int = _f(0, "patching", "the random backbone's seed (without --backbone_params)", "int")
+    patch_layers: tuple[int, ...] = _f((1, 2), "patching", "stages whose maps are patched (0 = the first)", "ints")
+    patch_size: int = _f(3, "patching", "neighbourhood averaged around every patch (odd; default 3)", "int")
+    patch_reduce: str = _f("max", "patching", "an image's score from its patches': max (default) or mean", "str")
+    preset: str = _f("paper", "run", flag=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not fields: the method's hyperparameters and options read as attributes
+        d = self.__dict__
+        if name in d.get("hp", {}):
+            return d["hp"][name]
+        if name in d.get("options", {}):
+            return d["options"][name]
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The fields of one section, e.g. ``cfg.section("optim")`` -> ``{"epochs": 200, "lr": 1e-4, ...}``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["section"] == name}
 
     @property
     def milestones(self) -> tuple[int, ...]:
@@ -148,14 +175,10 @@ class ExperimentConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
-        if self.method not in METHODS:
-            bad(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)} or --method=all")
         if self.dataset not in DATASETS:
             bad(f"unknown dataset {self.dataset!r}; choose one of {DATASETS} (--dataset=fmnist)")
         if not self.classes:
             bad("no normal class given; pass --class=K or --all_classes")
-        if self.preprocess not in PREPROCESSING:
-            bad(f"unknown preprocess {self.preprocess!r}; choose one of {', '.join(PREPROCESSING)} (--preprocess=unit)")
         if self.preprocess != "unit" and self.dataset in TABULAR_DATASETS:
             bad(f"--preprocess={self.preprocess} is for image datasets; {self.dataset} is standardised on each run's "
                 "training normals by its protocol: leave --preprocess at unit")
@@ -173,36 +196,20 @@ class ExperimentConfig:
         if self.batch_size < 2:
             bad(f"batch_size must be >= 2 (each batch needs a normal and an anomaly), got {self.batch_size}; "
                 "pass e.g. --batch_size=150")
-        for name in ("nu", "nu1", "nu2", "anomaly_fraction"):
-            v = getattr(self, name)
-            if v is not None and not 0 < v <= 1:
-                bad(f"{name} must lie in (0, 1], got {v}; pass e.g. --{name}=0.1")
+        if not 0 < self.anomaly_fraction <= 1:
+            bad(f"anomaly_fraction must lie in (0, 1], got {self.anomaly_fraction}; pass e.g. --anomaly_fraction=0.1")
         if self.anomaly_share is not None and not 0 < self.anomaly_share < 1:
             bad(f"anomaly_share must lie in (0, 1), got {self.anomaly_share}; pass e.g. --anomaly_share=0.5 "
                 "for balanced batches, or leave it unset for the training set's proportion")
-        # an infinite learning rate or weight passes "> 0" and only shows as a diverged run
-        for name in ("lr", "dual_lr", "kappa", "eta", "drocc_radius", "drocc_lambda", "drocc_step_size"):
-            v = getattr(self, name)
-            if v is not None and not (v > 0 and _finite32(v)):
-                bad(f"{name} must be > 0 and finite, got {v}{_past32(v)}")
-        for name in ("mu1", "mu2", "warmup_epochs"):
-            v = getattr(self, name)
-            if v is not None and not (v >= 0 and _finite32(v)):
-                bad(f"{name} must be >= 0 and finite, got {v}{_past32(v)}")
-        if self.tune:
-            if self.method in SHALLOW_METHODS:
-                bad(f"--tune is for the deep methods; {self.method} chooses its own grid on a validation split")
-            from imdad_jax.tuning import check_grid
-            try:
-                check_grid(self.tune, ("lr", "weight_decay", *REGISTRY[self.method].HYPERPARAMS))
-            except ValueError as e:
-                bad(str(e))
-            if not 0 < self.val_fraction < 1:
-                bad(f"val_fraction must lie in (0, 1), got {self.val_fraction}; e.g. --val_fraction=0.25")
-        if self.drocc_gamma is not None and not (self.drocc_gamma >= 1 and _finite32(self.drocc_gamma)):
-            bad(f"drocc_gamma must be >= 1 and finite, got {self.drocc_gamma}{_past32(self.drocc_gamma)}")
-        if self.drocc_ascent_steps < 1:
-            bad(f"drocc_ascent_steps must be >= 1, got {self.drocc_ascent_steps}")
+        # an infinite learning rate passes "> 0" and only shows as a diverged run
+        if not (self.lr > 0 and _finite32(self.lr)):
+            bad(f"lr must be > 0 and finite, got {self.lr}{_past32(self.lr)}")
+        if not (self.weight_decay >= 0 and _finite32(self.weight_decay)):  # NaN passes "< 0"
+            bad(f"weight_decay must be >= 0 and finite, got {self.weight_decay}{_past32(self.weight_decay)}")
+        if not 0 < self.gamma <= 1:
+            bad(f"gamma must lie in (0, 1], got {self.gamma}")
+        if self.tune and not 0 < self.val_fraction < 1:
+            bad(f"val_fraction must lie in (0, 1), got {self.val_fraction}; e.g. --val_fraction=0.25")
         if self.pretrain_epochs < 0:
             bad(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
         if self.shallow_max_train < 10:
@@ -210,66 +217,52 @@ class ExperimentConfig:
         if self.shallow_pca_dims is not None and self.shallow_pca_dims < 1:
             bad(f"shallow_pca_dims must be >= 1 (PCA components for the shallow baselines on images), got "
                 f"{self.shallow_pca_dims}")
-        if not (self.weight_decay >= 0 and _finite32(self.weight_decay)):  # NaN passes "< 0"
-            bad(f"weight_decay must be >= 0 and finite, got {self.weight_decay}{_past32(self.weight_decay)}")
-        if not 0 < self.gamma <= 1:
-            bad(f"gamma must lie in (0, 1], got {self.gamma}")
-        if self.arch not in ARCHITECTURES:
-            bad(f"unknown arch {self.arch!r}; choose one of {ARCHITECTURES}")
-        if self.margin_param not in MARGIN_PARAMS:
-            bad(f"margin_param must be one of {MARGIN_PARAMS}, got {self.margin_param!r}")
-        if self.center_constraint not in CENTER_CONSTRAINTS:
-            bad(f"center_constraint must be one of {CENTER_CONSTRAINTS}, got {self.center_constraint!r}")
         if not (self.max_runs is None or self.max_runs == "auto" or (isinstance(self.max_runs, int)
                                                                    and self.max_runs >= 1)):
             bad(f"max_runs must be 'auto', None or an integer >= 1, got {self.max_runs!r}; e.g. --max_runs=64")
-        if self.strategy not in STRATEGIES:
-            bad(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.epoch_mode not in EPOCH_MODES:
-            bad(f"epoch_mode must be one of {EPOCH_MODES}, got {self.epoch_mode!r}")
         if self.chunk_runs < 1 or self.unroll < 1:
             bad(f"chunk_runs and unroll must be >= 1, got {self.chunk_runs} and {self.unroll}")
         if any(c < 1 for c in (*self.conv_features, *self.dense_features)):
             bad("layer widths must be >= 1")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             bad(f"dropout must be a rate in [0, 1) (0 = off), got {self.dropout!r}; e.g. --dropout=0.1")
-        if self.conv_impl not in CONV_IMPLS:
-            bad(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}; e.g. --conv_impl=xla")
         if self.projection < 0:
             bad(f"projection must be >= 0 (0 = no projection layer), got {self.projection}; e.g. --projection=32")
         if self.feature_patching:
-            from imdad_jax.feature_patching import PATCH_METHODS
-            from imdad_jax.models.patches import PATCH_REDUCTIONS
+            self._validate_patching(bad)
+        from imdad_jax.build import check_config  # the registries' checks (they import JAX)
 
-            if self.dataset not in IMAGE_DATASETS:
-                bad(f"--feature_patching takes images ({', '.join(IMAGE_DATASETS)}), not {self.dataset}")
-            if self.method not in PATCH_METHODS:
-                bad(f"--feature_patching trains the hypersphere methods {', '.join(PATCH_METHODS)}, not {self.method}")
-            if self.pretrain_epochs:
-                bad("--feature_patching trains a head on frozen backbone features; drop --pretrain_epochs")
-            if not self.backbone_features or any(c < 1 for c in self.backbone_features):
-                bad(f"backbone_features must be stage widths >= 1, got {self.backbone_features}")
-            n_stages = len(self.backbone_features)
-            if (not self.patch_layers or list(self.patch_layers) != sorted(set(self.patch_layers))
-                    or not all(0 <= i < n_stages for i in self.patch_layers)):
-                bad(f"patch_layers must be increasing stage numbers in 0..{n_stages - 1}, got {self.patch_layers}; "
-                    "e.g. --patch_layers=1,2")
-            side = 32 if self.dataset == "cifar10" else 28
-            if side < 2 ** (max(self.patch_layers) + 1):  # every stage halves the map
-                bad(f"stage {max(self.patch_layers)} of the backbone has no cells left on {side}x{side} images; "
-                    "choose earlier --patch_layers")
-            if self.patch_size < 1 or self.patch_size % 2 == 0:
-                bad(f"patch_size must be odd and >= 1, got {self.patch_size}; e.g. --patch_size=3")
-            if self.patch_reduce not in PATCH_REDUCTIONS:
-                bad(f"patch_reduce must be one of {PATCH_REDUCTIONS}, got {self.patch_reduce!r}")
-            if not 0 <= self.backbone_seed < 2 ** 32:
-                bad(f"backbone_seed must lie in 0..2**32-1, got {self.backbone_seed}")
-            if self.backbone_params is not None:
-                import os
-
-                if not os.path.exists(self.backbone_params):
-                    bad(f"no backbone parameters at {self.backbone_params}; give a .npz or an Orbax checkpoint folder")
+        try:
+            check_config(self)
+        except ValueError as e:
+            bad(str(e))
         return self
+
+    def _validate_patching(self, bad) -> None:
+        if self.dataset not in IMAGE_DATASETS:
+            bad(f"--feature_patching takes images ({', '.join(IMAGE_DATASETS)}), not {self.dataset}")
+        if self.pretrain_epochs:
+            bad("--feature_patching trains a head on frozen backbone features; drop --pretrain_epochs")
+        if not self.backbone_features or any(c < 1 for c in self.backbone_features):
+            bad(f"backbone_features must be stage widths >= 1, got {self.backbone_features}")
+        n_stages = len(self.backbone_features)
+        if (not self.patch_layers or list(self.patch_layers) != sorted(set(self.patch_layers))
+                or not all(0 <= i < n_stages for i in self.patch_layers)):
+            bad(f"patch_layers must be increasing stage numbers in 0..{n_stages - 1}, got {self.patch_layers}; "
+                "e.g. --patch_layers=1,2")
+        side = _DATASET_SPECS[self.dataset].input_shape[0]
+        if side < 2 ** (max(self.patch_layers) + 1):  # every stage halves the map
+            bad(f"stage {max(self.patch_layers)} of the backbone has no cells left on {side}x{side} images; "
+                "choose earlier --patch_layers")
+        if self.patch_size < 1 or self.patch_size % 2 == 0:
+            bad(f"patch_size must be odd and >= 1, got {self.patch_size}; e.g. --patch_size=3")
+        if not 0 <= self.backbone_seed < 2 ** 32:
+            bad(f"backbone_seed must lie in 0..2**32-1, got {self.backbone_seed}")
+        if self.backbone_params is not None:
+            import os
+
+            if not os.path.exists(self.backbone_params):
+                bad(f"no backbone parameters at {self.backbone_params}; give a .npz or an Orbax checkpoint folder")
 
 
 # Named schedules. "paper" is the default; "quick" is what a 2-core CPU finishes in minutes.
@@ -282,12 +275,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> ExperimentConfig:
-    """The config of a named preset with explicit overrides on top, validated."""
+    """The config of a named preset with explicit overrides on top, validated.
+
+    A method's hyperparameter or option may be given by name (``make_config(nu1=0.05, kappa=5)``): it goes into
+    ``hp`` / ``options``, where the objective that owns it checks it.
+    """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise ConfigError(f"unknown config fields {sorted(unknown)}")
+    loose = {k: overrides.pop(k) for k in list(overrides) if k not in fields}
+    if loose:
+        from imdad_jax.objectives import hyperparameter_names, option_defaults
+
+        hp_names, opt_names = set(hyperparameter_names()), set(option_defaults())
+        unknown = sorted(set(loose) - hp_names - opt_names)
+        if unknown:
+            raise ConfigError(f"unknown config fields {unknown}")
+        overrides["hp"] = {**overrides.get("hp", {}), **{k: v for k, v in loose.items() if k in hp_names}}
+        overrides["options"] = {**overrides.get("options", {}), **{k: v for k, v in loose.items() if k in opt_names}}
     base = DATASET_DEFAULTS.get(overrides.get("dataset", "fmnist"), {})
     return ExperimentConfig(**{**base, **PRESETS[preset], **overrides, "preset": preset}).validate()

@@ -25,18 +25,20 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import serialization, traverse_util
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from imdad_jax.build import FLOAT32_MAX, label_pools, model_input_shape, single_run, user_hyperparams
+from imdad_jax.data.runs import RunData
 from imdad_jax.models import ARCHITECTURES, build_encoder
 from imdad_jax.objectives import REGISTRY, get_objective
-from imdad_jax.train import RunData, fit
+from imdad_jax.train import fit
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 # build_encoder's optional blocks, settable through DeepDetector(encoder_options=...)
-ENCODER_OPTIONS = ("batch_norm", "dropout", "layer_norm", "residual", "se_attention", "projection")  # a Python float: comparing with it never casts
+ENCODER_OPTIONS = ("batch_norm", "dropout", "layer_norm", "residual", "se_attention", "projection")
 
 
 class DeepDetector(BaseEstimator):
@@ -116,7 +118,7 @@ class DeepDetector(BaseEstimator):
         if self.method not in REGISTRY:
             raise ValueError(f"unknown method {self.method!r}; registered: {sorted(REGISTRY)}")
         obj = get_objective(self.method)
-        return obj, obj.Options()
+        return obj, obj.options()
 
     def _model(self, input_shape: tuple[int, ...]):
         obj, opts = self._objective()
@@ -185,19 +187,7 @@ class DeepDetector(BaseEstimator):
     def _hp(self) -> dict[str, np.ndarray]:
         self._check_settings()
         obj, _ = self._objective()
-        extra = dict(self.hyperparams or {})
-        unknown = set(extra) - set(obj.HYPERPARAMS)
-        if unknown:
-            raise ValueError(f"{self.method} has no hyperparameters {sorted(unknown)}; its own: {obj.HYPERPARAMS}")
-        for k, v in extra.items():
-            if not isinstance(v, numbers.Real) or isinstance(v, bool):
-                raise ValueError(f"{k} must be a number, got {v!r}")
-        hp = {"lr": self.lr, "weight_decay": self.weight_decay, **{k: obj.DEFAULT_HP[k] for k in obj.HYPERPARAMS},
-              **extra}
-        with np.errstate(over="ignore"):  # a value past float32's range becomes inf, which validate_hp refuses
-            out = {k: np.full(1, v, np.float32) for k, v in hp.items()}
-        obj.validate_hp(out)
-        return out
+        return user_hyperparams(obj, self.lr, self.weight_decay, self.hyperparams)
 
     # ---- the estimator API -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "DeepDetector":
@@ -247,10 +237,8 @@ class DeepDetector(BaseEstimator):
         hp = {k: np.concatenate([h[k] for h in hps]) for k in hps[0]}
         first = runs[0]
         x, xt, data, batch = first._prepare_fit(X, y)
-        n = len(runs)
-        tile = lambda a: np.repeat(a, n, axis=0)  # noqa: E731
-        data = RunData(data.x, tile(data.normal_pool), tile(data.n_valid), tile(data.anomaly_pool),
-                       tile(data.m_valid))
+        data = single_run(data.x, data.normal_pool[0, :data.n_valid[0]], data.anomaly_pool[0, :data.m_valid[0]],
+                          n_runs=len(runs))
         keys = np.stack([np.asarray(jax.random.PRNGKey(det.random_state)) for det in runs])
         obj, opts = first._objective()
         res = fit(first._model(xt.shape[1:]), obj, opts, data, hp, keys, epochs=self.epochs, batch_size=batch,
@@ -267,21 +255,7 @@ class DeepDetector(BaseEstimator):
         self._check_settings()
         obj, _ = self._objective()
         x = self._check_x(X, fitting=True)
-        y = np.zeros(len(x), np.int64) if y is None else np.asarray(y).ravel()
-        if y.shape != (len(x),):
-            raise ValueError(f"y must have one label per sample: X has {len(x)} samples, y has {y.shape}")
-        if not np.isin(y, (0, 1)).all():
-            try:
-                seen = np.unique(y)[:10]
-            except TypeError:  # an object array mixing e.g. None and numbers cannot be sorted
-                seen = list(dict.fromkeys(y.tolist()))[:10]
-            raise ValueError(f"y must hold 0 (normal) and 1 (labelled anomaly) only; got values {seen}")
-        normals, anomalies = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-        if len(normals) < 2:
-            raise ValueError(f"fit needs at least 2 normal samples (y == 0); got {len(normals)}")
-        if getattr(obj, "USES_ANOMALIES", True) and len(anomalies) == 0:
-            raise ValueError(f"{self.method} needs labelled anomalies: mark some with y == 1, or use a method "
-                             "trained on normals alone (method='deep_svdd')")
+        normals, anomalies = label_pools(y, len(x), obj)
         if not self._is_image(x):
             scaler = StandardScaler().fit(x[normals])  # the training normals only, as in the paper's protocol
             self.scaler_mean_, self.scaler_scale_ = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
@@ -293,9 +267,7 @@ class DeepDetector(BaseEstimator):
             # finite float32 features can still overflow once centred on the normals' mean
             raise ValueError("X overflows float32 once standardised on the normal samples (a value far outside "
                              "the normals' spread, or near float32's limit 3.4e38); rescale the features first")
-        pool = lambda idx: idx[None, :].astype(np.int32) if len(idx) else np.zeros((1, 1), np.int32)  # noqa: E731
-        data = RunData(xt, pool(normals), np.array([len(normals)]), pool(anomalies), np.array([len(anomalies)]))
-        return x, xt, data, self.batch_size or (150 if self._is_image(x) else 50)
+        return x, xt, single_run(xt, normals, anomalies), self.batch_size or (150 if self._is_image(x) else 50)
 
     def _store(self, res: Any, r: int) -> None:
         self.params_ = jax.tree.map(lambda a: np.asarray(a[r]), res.state.params)
@@ -306,7 +278,7 @@ class DeepDetector(BaseEstimator):
 
     def _set_geometry(self) -> None:
         obj, opts = self._objective()
-        geom = obj.geometry(self.params_, self.obj_state_, opts) if hasattr(obj, "geometry") else {}
+        geom = obj.geometry(self.params_, self.obj_state_, opts) if obj.geometry is not None else {}
         head = self.params_["params"].get("head") if "params" in self.params_ else None
         self.center_ = np.asarray(head["w"]) / 2.0 if head is not None and "w" in head else None
         r2 = geom.get("radius2")
@@ -333,25 +305,29 @@ class DeepDetector(BaseEstimator):
 
     # ---- persistence -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the fitted detector to directory ``path``: ``params.npz`` and ``detector.json``."""
+        """Write the fitted detector to directory ``path``: ``detector.json`` (the estimator's parameters, input
+        shape, scaler) and ``params.msgpack`` (the weights and the objective's state, ``flax.serialization``)."""
         check_is_fitted(self, "params_")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        leaves = jax.tree.leaves((self.params_, self.obj_state_))
-        np.savez(path / "params.npz", *leaves)
+        state = {"params": self.params_, "obj_state": self.obj_state_}
+        (path / PARAMS_FILE).write_bytes(serialization.to_bytes(state))
         meta = {"class": type(self).__name__, "params": self.get_params(), "input_shape": list(self.input_shape_),
                 "scaler_mean": getattr(self, "scaler_mean_", np.zeros(0)).tolist(),
-                "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": 1,
+                "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": SAVE_FORMAT,
                 "feature_names_in": getattr(self, "feature_names_in_", np.zeros(0)).tolist()}
         (path / "detector.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
+        (path / LEGACY_PARAMS_FILE).unlink(missing_ok=True)  # a format-1 save in the same folder is superseded
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "DeepDetector":
-        """A detector written by ``save``: the same scores as before saving."""
+        """A detector written by ``save``: the same scores as before saving. Folders written by versions that
+        stored ``params.npz`` (format 1) load too."""
         path = Path(path)
-        if not (path / "detector.json").is_file() or not (path / "params.npz").is_file():
-            raise FileNotFoundError(f"{path} holds no saved detector (detector.json and params.npz); "
+        params_file = path / PARAMS_FILE if (path / PARAMS_FILE).is_file() else path / LEGACY_PARAMS_FILE
+        if not (path / "detector.json").is_file() or not params_file.is_file():
+            raise FileNotFoundError(f"{path} holds no saved detector (detector.json and {PARAMS_FILE}); "
                                     "write one with det.save(path)")
         try:
             meta = json.loads((path / "detector.json").read_text())
@@ -371,34 +347,74 @@ class DeepDetector(BaseEstimator):
         if meta["scaler_mean"]:
             det.scaler_mean_ = np.asarray(meta["scaler_mean"], np.float32)
             det.scaler_scale_ = np.asarray(meta["scaler_scale"], np.float32)
-        obj, opts = det._objective()
-        model = det._model(model_input_shape(det.input_shape_))
-        sample = np.zeros((1, *model_input_shape(det.input_shape_)), np.float32)
-        init = getattr(model, "initialize", None)
-        template = (model.init(jax.random.PRNGKey(0), sample, method=init) if init else
-                    model.init(jax.random.PRNGKey(0), sample), obj.init_obj_state(opts))
-        try:
-            with np.load(path / "params.npz") as z:
-                leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
-        # what numpy's zip reader raises for a cut or damaged archive, or a lone array in its place (TypeError)
-        except (OSError, EOFError, ValueError, KeyError, TypeError, NotImplementedError, RuntimeError,
-                zipfile.BadZipFile, zlib.error) as e:
-            raise ValueError(f"{path}/params.npz is corrupt or truncated ({type(e).__name__}: {e}); save the "
-                             "detector again") from None
-        treedef = jax.tree.structure(template)
-        if treedef.num_leaves != len(leaves):
-            raise ValueError(f"{path}/params.npz holds {len(leaves)} arrays, the model needs {treedef.num_leaves}: "
-                             "it was saved by a different version or method")
-        # arrays of the right count but other shapes (params.npz of another detector) fail only inside JAX later
-        bad = [i for i, (t, a) in enumerate(zip(jax.tree.leaves(template), leaves)) if np.shape(t) != a.shape]
-        if bad:
-            raise ValueError(f"{path}/params.npz: array {bad[0]} has shape {leaves[bad[0]].shape}, the model in "
-                             f"detector.json needs {np.shape(jax.tree.leaves(template)[bad[0]])}; params.npz and "
-                             "detector.json come from different detectors, save it again")
-        det.params_, det.obj_state_ = jax.tree.unflatten(treedef, leaves)
+        template = det._template()
+        reader = _read_state if params_file.name == PARAMS_FILE else _read_legacy_state
+        det.params_, det.obj_state_ = reader(params_file, template)
         det.diverged_ = False
         det._set_geometry()
         return det
+
+    def _template(self) -> tuple[Any, Any]:
+        """The (params, obj_state) tree of this detector's model, from shapes alone (nothing is computed)."""
+        obj, opts = self._objective()
+        model = self._model(model_input_shape(self.input_shape_))
+        sample = np.zeros((1, *model_input_shape(self.input_shape_)), np.float32)
+        init = getattr(model, "initialize", None)  # a model whose init runs a method of its own (flax's method=)
+        params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample, **({"method": init} if init else {})))
+        return params, jax.eval_shape(lambda: obj.init_obj_state(opts))
+
+
+SAVE_FORMAT = 2
+PARAMS_FILE = "params.msgpack"
+LEGACY_PARAMS_FILE = "params.npz"  # format 1: the leaves in tree order, positional
+
+
+def _check_shapes(path: Path, template: Any, leaves: list[np.ndarray]) -> None:
+    # arrays of the right count but other shapes (the weights of another detector) would fail only inside JAX later
+    want = jax.tree.leaves(template)
+    bad = [i for i, (t, a) in enumerate(zip(want, leaves)) if tuple(t.shape) != np.shape(a)]
+    if bad:
+        raise ValueError(f"{path}: array {bad[0]} has shape {np.shape(leaves[bad[0]])}, the model in detector.json "
+                         f"needs {tuple(want[bad[0]].shape)}; {path.name} and detector.json come from different "
+                         "detectors, save it again")
+
+
+def _read_state(path: Path, template: tuple[Any, Any]) -> tuple[Any, Any]:
+    """(params, obj_state) from a ``flax.serialization`` file, checked against the model's tree."""
+    try:
+        raw = serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # msgpack raises its own types (ExtraData, FormatError, ValueError...) for a cut file
+        raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); save the detector again") \
+            from None
+    want = serialization.to_state_dict({"params": template[0], "obj_state": template[1]})
+    flat_want = traverse_util.flatten_dict(want, sep="/")
+    flat_got = traverse_util.flatten_dict(raw, sep="/") if isinstance(raw, dict) else {}
+    if set(flat_want) != set(flat_got):
+        missing, extra = sorted(set(flat_want) - set(flat_got)), sorted(set(flat_got) - set(flat_want))
+        raise ValueError(f"{path} holds other arrays than the model in detector.json needs (missing {missing[:4]}, "
+                         f"unexpected {extra[:4]}): it was saved by a different version or method")
+    keys = sorted(flat_want)
+    _check_shapes(path, [flat_want[k] for k in keys], [flat_got[k] for k in keys])
+    state = serialization.from_state_dict({"params": template[0], "obj_state": template[1]}, raw)
+    return jax.tree.map(np.asarray, state["params"]), jax.tree.map(np.asarray, state["obj_state"])
+
+
+def _read_legacy_state(path: Path, template: tuple[Any, Any]) -> tuple[Any, Any]:
+    """(params, obj_state) from a format-1 ``params.npz`` (the leaves in tree order)."""
+    try:
+        with np.load(path) as z:
+            leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+    # what numpy's zip reader raises for a cut or damaged archive, or a lone array in its place (TypeError)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, NotImplementedError, RuntimeError,
+            zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); save the detector again") \
+            from None
+    treedef = jax.tree.structure(template)
+    if treedef.num_leaves != len(leaves):
+        raise ValueError(f"{path} holds {len(leaves)} arrays, the model needs {treedef.num_leaves}: it was saved "
+                         "by a different version or method")
+    _check_shapes(path, template, leaves)
+    return jax.tree.unflatten(treedef, leaves)
 
 
 @functools.lru_cache(maxsize=64)
@@ -407,11 +423,6 @@ def _scorer(method: str, model: Any, opts: Any):
     # decision_function calls (and detectors of the same shape) reuse it instead of tracing anew.
     obj = get_objective(method)
     return jax.jit(lambda p, s, x: obj.score(p, s, model, x, opts))
-
-
-def model_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The model's per-sample input shape: grey images (H, W) gain a channel axis."""
-    return (*input_shape, 1) if len(input_shape) == 2 else tuple(input_shape)
 
 
 class IMDAD(DeepDetector):

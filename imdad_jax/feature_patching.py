@@ -18,7 +18,6 @@ distance per image, as ``SphereDetector`` does (``docs/method.md``, "Feature-pat
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import zipfile
 import zlib
 from pathlib import Path
@@ -35,7 +34,8 @@ from imdad_jax.models import SphereDetector, build_encoder
 from imdad_jax.models.patches import (PATCH_REDUCTIONS, PatchBackbone, PatchSphereDetector, PatchSphereEncoder,
                                       patch_embeddings)
 from imdad_jax.objectives import REGISTRY, get_objective
-from imdad_jax.train import RunData, fit
+from imdad_jax.build import encoder_options, label_pools, single_run, user_hyperparams
+from imdad_jax.train import fit
 
 DEFAULT_BACKBONE_FEATURES = (16, 32, 64)
 DEFAULT_LAYERS = (1, 2)  # the intermediate stages, as PatchCore / FPSVDD take ResNet's layer2 and layer3
@@ -45,7 +45,7 @@ def _plain_sphere(obj: ModuleType) -> bool:
     # The methods whose model is an encoder and a sphere head alone: their loss and score read the model only
     # through apply (and embed), which PatchSphereDetector answers. A decoder (hybrid Deep SVDD), a classifier
     # (DROCC) or a reconstruction (autoencoder) would need patch-shaped counterparts.
-    model = obj.make_model(build_encoder("fc3", dense_features=(1,)), (1,), obj.Options())
+    model = obj.make_model(build_encoder("fc3", dense_features=(1,)), (1,), obj.options())
     return type(model) is SphereDetector and model.decoder is None
 
 
@@ -213,16 +213,10 @@ def patch_detector(obj: ModuleType, opts: Any, mlp: nn.Module, reduce: str = "ma
     return PatchSphereDetector(PatchSphereEncoder(mlp), model.head.clone(), reduce)
 
 
-def _encoder_options(cfg: Any) -> dict[str, Any]:
-    # Every option build_encoder takes that the config also holds (bias, LayerNorm, ... and whatever is added to
-    # both later) goes to the patch MLP, so the head takes the same options as the library's other encoders.
-    names = set(inspect.signature(build_encoder).parameters) - {"arch", "conv_features", "dense_features"}
-    return {n: getattr(cfg, n) for n in sorted(names) if hasattr(cfg, n)}
-
-
 def build_patch_model(cfg: Any, obj: ModuleType, opts: Any) -> PatchSphereDetector:
     """The model of a feature-patching config: an FC3-style MLP of ``cfg.dense_features`` on every patch."""
-    mlp = build_encoder("fc3", dense_features=cfg.dense_features, **_encoder_options(cfg))
+    # the options every encoder of the library takes (imdad_jax.build.encoder_options), so the head has them too
+    mlp = build_encoder("fc3", dense_features=cfg.dense_features, conv_impl=cfg.conv_impl, **encoder_options(cfg))
     return patch_detector(obj, opts, mlp, cfg.patch_reduce)
 
 
@@ -307,28 +301,13 @@ def fit_feature_patching(x: Any, y: Any = None, *, method: str = "deep_svdd", ba
     backbone = backbone if backbone is not None else PatchBackbone(DEFAULT_BACKBONE_FEATURES)
     if backbone_params is None or isinstance(backbone_params, (str, Path)):
         backbone_params = backbone_params_for(backbone, images.shape[1:], backbone_params, backbone_seed)
-    y = np.zeros(len(images), np.int64) if y is None else np.asarray(y).ravel()
-    if y.shape != (len(images),) or not np.isin(y, (0, 1)).all():
-        raise ValueError(f"y must hold one 0 (normal) or 1 (labelled anomaly) per image ({len(images)}), "
-                         f"got shape {y.shape}")
-    normals, anomalies = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-    if len(normals) < 2:
-        raise ValueError(f"fit needs at least 2 normal images (y == 0), got {len(normals)}")
-    if getattr(obj, "USES_ANOMALIES", True) and len(anomalies) == 0:
-        raise ValueError(f"{method} needs labelled anomalies (y == 1); or use method='deep_svdd'")
-    opts = obj.Options()
+    normals, anomalies = label_pools(y, len(images), obj, what="images")
+    opts = obj.options()
     model = patch_detector(obj, opts, build_encoder("fc3", dense_features=tuple(dense_features)), reduce)
     layers = tuple(int(i) for i in layers)
     emb = embed_images(backbone, backbone_params, images, layers, patch)
-    pool = lambda idx: idx[None].astype(np.int32) if len(idx) else np.zeros((1, 1), np.int32)  # noqa: E731
-    data = RunData(emb, pool(normals), np.array([len(normals)]), pool(anomalies), np.array([len(anomalies)]))
-    hp = {"lr": lr, "weight_decay": weight_decay, **{k: obj.DEFAULT_HP[k] for k in obj.HYPERPARAMS},
-          **(hyperparams or {})}
-    unknown = set(hp) - {"lr", "weight_decay", *obj.HYPERPARAMS}
-    if unknown:
-        raise ValueError(f"{method} has no hyperparameters {sorted(unknown)}; its own: {obj.HYPERPARAMS}")
-    hp = {k: np.full(1, v, np.float32) for k, v in hp.items()}
-    obj.validate_hp(hp)
+    data = single_run(emb, normals, anomalies)
+    hp = user_hyperparams(obj, lr, weight_decay, hyperparams)
     keys = np.asarray(jax.random.PRNGKey(seed))[None]
     res = fit(model, obj, opts, data, hp, keys, epochs=epochs, batch_size=batch_size)
     one = lambda t: jax.tree.map(lambda a: np.asarray(a[0]), t)  # noqa: E731

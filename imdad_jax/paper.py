@@ -23,10 +23,10 @@ PAPER_TABLE2 = {
         "imdad": PAPER_AUC["fmnist"],
     },
 }
-# Reference Deep SAD (lukasruff/Deep-SAD-PyTorch) under the same protocol, from ../shared/spec/peer_results.md
-# (12 epochs, seed 0); the paper has no Deep SAD column.
+# Reference Deep SAD (lukasruff/Deep-SAD-PyTorch) under the same protocol (12 epochs, seed 0; docs/baselines.md);
+# the paper has no Deep SAD column.
 PEER_DEEP_SAD = {"fmnist": (98.59, 99.98, 98.35, 99.37, 98.27, 99.93, 95.89, 99.88, 99.82, 99.86)}
 for _name in ("on", "card", "bc", "mnist", "cifar10"):
     PAPER_TABLE2[_name] = {"imdad": PAPER_AUC[_name]}
-# Class-averaged AUC % of DeepOD's default Deep SAD under the same protocol (peer_results.md): the bar.
+# Class-averaged AUC % of DeepOD's default Deep SAD under the same protocol (docs/baselines.md): the bar.
 PEER_DEEP_SAD_MEAN = {"bc": 97.67, "on": 98.38, "card": 97.41, "fmnist": 98.99}

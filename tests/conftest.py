@@ -11,6 +11,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettemp
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# The real MNIST files, where the CI machine keeps them beside the checkout (the library itself searches only the
+# places a user has: --data_dir, $IMDAD_MNIST_DIR, ~/.cache/imdad_jax/mnist, /usr/share/datasets/mnist).
+_CI_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+if os.path.isdir(_CI_MNIST):
+    os.environ.setdefault("IMDAD_MNIST_DIR", os.path.abspath(_CI_MNIST))
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

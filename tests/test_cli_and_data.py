@@ -9,8 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import run as cli  # noqa: E402
 from imdad_jax.config import ConfigError, make_config  # noqa: E402
-from imdad_jax.data import DataFileError, DataNotFoundError, load_fashion_mnist, read_idx, write_idx  # noqa: E402
+from imdad_jax.data import DataFileError, DataNotFoundError, load_fashion_mnist, read_idx  # noqa: E402
 from imdad_jax.data import fashion_mnist as fm  # noqa: E402
+from imdad_jax.data.idx import write_idx  # noqa: E402
+from imdad_jax.io import load_history  # noqa: E402
 from imdad_jax.train import plan_batches  # noqa: E402
 
 
@@ -22,7 +24,9 @@ def test_cli_end_to_end_writes_results(fake_fmnist_dir, tmp_path):
     assert [r["normal_class"] for r in rec["runs"]] == [0, 3]
     assert all(0.5 < r["auc"] <= 1.0 for r in rec["runs"])  # separable fixture: better than chance after 2 epochs
     assert rec["config"]["epochs"] == 2 and rec["provenance"]["versions"]["jax"]
-    assert len(rec["history"]["loss"]) == 2
+    # the per-epoch history sits beside the JSON, gzipped (results/README.md); the JSON names it
+    assert "history" not in rec and rec["history_file"] == "t.history.json.gz"
+    assert len(load_history(tmp_path / "t.json")["loss"]) == 2
     md = (tmp_path / "t.md").read_text()
     assert "| 0 | T-shirt/top |" in md and "96.37" in md and "command:" in md
 
@@ -86,7 +90,8 @@ def test_missing_data_dir_is_an_error(tmp_path, capsys):
     assert rc == 2 and "lacks the Fashion-MNIST files" in capsys.readouterr().err
 
 
-def test_no_data_anywhere_names_every_way_to_get_it(monkeypatch):
+def test_no_data_anywhere_names_every_way_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(fm, "USER_DIR", tmp_path / "absent")
     monkeypatch.setattr(fm, "_debian_dir", lambda: None)
     monkeypatch.setattr(fm, "_load_tfds", lambda: None)
     with pytest.raises(DataNotFoundError) as e:
@@ -136,7 +141,8 @@ def test_config_validation_and_milestones():
 
 def test_cli_cifar10_and_mnist_from_fixture_files(tmp_path):
     """The same CLI on CIFAR-10 (CNN3, 32x32x3) and MNIST, from small files in their standard formats."""
-    from imdad_jax.data import write_cifar10_fixture, write_mnist_fixture
+    from imdad_jax.data.cifar10 import write_cifar10_fixture
+    from imdad_jax.data.mnist import write_mnist_fixture
 
     write_cifar10_fixture(tmp_path / "c10", n_train_per_class=12, n_test_per_class=4)
     rc = cli.main(["--dataset=cifar10", "--class=2", "--preset=tiny", "--epochs=1", f"--data_dir={tmp_path / 'c10'}",
@@ -199,6 +205,6 @@ def test_the_dataset_table_lives_in_the_library(fake_fmnist_dir):
     from imdad_jax.data import TabularDataset, load_dataset
     assert isinstance(load_dataset("moons"), TabularDataset) and isinstance(load_dataset("bc"), TabularDataset)
     assert load_dataset("fmnist", str(fake_fmnist_dir)).x_train.shape[1:] == (28, 28, 1)
-    with pytest.raises(ValueError, match="unknown dataset 'svhn'; choose from cifar10, fmnist, mnist"):
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; choose from mnist, fmnist, cifar10, bc"):
         load_dataset("svhn")
     assert cli.load_dataset is load_dataset  # the CLI loads through the same table

@@ -1,4 +1,4 @@
-"""Issue 10's stateless encoder options (LayerNorm, residual, squeeze-and-excitation, projection): off by
+"""The stateless encoder options (LayerNorm, residual, squeeze-and-excitation, projection): off by
 default with the paper's parameter trees unchanged; each one changes the forward pass, adds the parameters
 it should, trains on a tiny separable problem, and gives the loop's numbers on the vmapped run axis."""
 import sys

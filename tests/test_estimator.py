@@ -1,4 +1,6 @@
 """The estimator face: fit / decision_function / predict, the sphere, save / load."""
+import json
+
 import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -51,6 +53,22 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert back.radius_ == pytest.approx(fitted.radius_) and back.get_params() == fitted.get_params()
     with pytest.raises(FileNotFoundError, match="no saved detector"):
         IMDAD.load(tmp_path / "nothing")
+
+
+def test_a_folder_saved_in_the_first_format_still_loads(fitted, tmp_path):
+    # Format 1 wrote the leaves of (params, obj_state) in tree order to params.npz; such folders must keep working.
+    import jax
+
+    xt, _ = _blobs(seed=2)
+    folder = fitted.save(tmp_path / "old")
+    (folder / "params.msgpack").unlink()
+    np.savez(folder / "params.npz", *jax.tree.leaves((fitted.params_, fitted.obj_state_)))
+    meta = json.loads((folder / "detector.json").read_text())
+    (folder / "detector.json").write_text(json.dumps({**meta, "format": 1}))
+    back = IMDAD.load(folder)
+    np.testing.assert_array_equal(back.decision_function(xt), fitted.decision_function(xt))
+    back.save(folder)  # saving again writes the current format and drops the old file
+    assert (folder / "params.msgpack").is_file() and not (folder / "params.npz").exists()
 
 
 def test_dataframe_images_and_other_methods(tmp_path):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import figures as figcli  # noqa: E402
 from imdad_jax.config import make_config  # noqa: E402
 from imdad_jax.data import load_synthetic  # noqa: E402
-from imdad_jax.experiment import _fit, build_model  # noqa: E402
+from imdad_jax.experiment import build_model, fit_runs  # noqa: E402
 from imdad_jax.interpret import snapshot_metrics  # noqa: E402
 
 
@@ -20,7 +20,7 @@ from imdad_jax.interpret import snapshot_metrics  # noqa: E402
 def test_snapshots_are_the_state_at_those_epochs(strategy):
     ds = load_synthetic("moons")
     cfg = make_config("tiny", dataset="moons", classes=(0,), seeds=(0,), n_folds=2, epochs=3, strategy=strategy)
-    split, res, (obj, opts) = _fit(cfg, ds, snapshot_epochs=(0, 2, 3))
+    split, res, (obj, opts) = fit_runs(cfg, ds, snapshot_epochs=(0, 2, 3))
     assert sorted(res.snapshots) == [0, 2, 3]
     last = jax.tree.leaves(res.snapshots[3][0])
     for a, b in zip(last, jax.tree.leaves(res.state.params)):
@@ -33,7 +33,7 @@ def test_snapshots_are_the_state_at_those_epochs(strategy):
     assert m["epoch"].tolist() == [0, 2, 3] and m["test_auc"].shape == (3, 2)
     assert np.all((m["train_acc"] >= 0) & (m["train_acc"] <= 1))
     with pytest.raises(ValueError, match="snapshot_epochs"):
-        _fit(cfg, ds, snapshot_epochs=(4,))
+        fit_runs(cfg, ds, snapshot_epochs=(4,))
 
 
 def test_figures_cli_writes_every_figure(tmp_path):

@@ -1,4 +1,5 @@
 """MNIST and CIFAR-10 loaders: fixture round trips, layout, search order, and the errors a user sees."""
+import os
 import pickle
 from pathlib import Path
 
@@ -11,16 +12,16 @@ from imdad_jax.data import mnist as mnist_mod
 from imdad_jax.data.cifar10 import write_cifar10_fixture
 from imdad_jax.data.mnist import write_mnist_fixture
 
-REAL_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist" / "mnist.npz"
-# From ../shared/data/README.md.
+# docs/data.md (MNIST's class counts).
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 @pytest.fixture
 def nowhere(monkeypatch):
-    """No shared folder and no TFDS, so only the given directories can be found."""
-    monkeypatch.setattr(mnist_mod, "SHARED_DIRS", ())
+    """No default folder and no TFDS, so only the given directories can be found."""
+    monkeypatch.setattr(mnist_mod, "DEFAULT_DIRS", ())
+    monkeypatch.setattr(cifar_mod, "DEFAULT_DIRS", ())
     monkeypatch.setattr(mnist_mod, "_load_tfds", lambda: None)
     monkeypatch.setattr(cifar_mod, "_load_tfds", lambda: None)
 
@@ -72,13 +73,23 @@ def test_mnist_not_found_message(tmp_path, nowhere):
         assert needle in msg, needle
 
 
-def test_mnist_shared_dirs_are_searched(tmp_path, nowhere, monkeypatch):
-    write_mnist_fixture(tmp_path, n_train_per_class=1, n_test_per_class=1)
-    monkeypatch.setattr(mnist_mod, "SHARED_DIRS", (("shared/data/mnist beside the repository", tmp_path),))
-    assert load_mnist().source.startswith("shared/data/mnist beside the repository: ")
-    repo = Path(mnist_mod.__file__).resolve().parents[2]
+def test_mnist_default_dirs_are_searched(tmp_path, nowhere, monkeypatch):
+    write_mnist_fixture(tmp_path / "user", n_train_per_class=1, n_test_per_class=1)
+    monkeypatch.setattr(mnist_mod, "DEFAULT_DIRS", (("~/.cache/imdad_jax/mnist", tmp_path / "user"),
+                                                    ("/usr/share/datasets/mnist", tmp_path / "absent")))
+    assert load_mnist().source.startswith("~/.cache/imdad_jax/mnist: ")
+    assert [label for label, _ in mnist_mod.candidate_dirs()] == ["~/.cache/imdad_jax/mnist"]  # only existing ones
     monkeypatch.undo()
-    assert [d for _, d in mnist_mod.SHARED_DIRS] == [repo / "shared/data/mnist", repo.parent / "shared/data/mnist"]
+    assert [d for _, d in mnist_mod.DEFAULT_DIRS] == [Path.home() / ".cache/imdad_jax/mnist",
+                                                      Path("/usr/share/datasets/mnist")]
+    assert [d for _, d in cifar_mod.DEFAULT_DIRS] == [Path.home() / ".cache/imdad_jax/cifar10",
+                                                      Path("/usr/share/datasets/cifar10")]
+
+
+def test_cifar10_default_dirs_are_searched(tmp_path, nowhere, monkeypatch):
+    write_cifar10_fixture(tmp_path, n_train_per_class=1, n_test_per_class=1)
+    monkeypatch.setattr(cifar_mod, "DEFAULT_DIRS", (("~/.cache/imdad_jax/cifar10", tmp_path),))
+    assert load_cifar10().source.startswith("~/.cache/imdad_jax/cifar10: ")
 
 
 def test_mnist_truncated_npz(tmp_path, nowhere):
@@ -106,10 +117,13 @@ def test_mnist_bad_arrays(tmp_path, nowhere):
         load_mnist(data_dir=tmp_path)
 
 
-@pytest.mark.skipif(not REAL_MNIST.is_file(), reason=f"real MNIST not on this machine ({REAL_MNIST} absent; "
-                                                       "see ../shared/data/README.md for how to build it)")
 def test_real_mnist_counts():
-    ds = load_mnist(data_dir=REAL_MNIST.parent)
+    """The real MNIST, wherever the library's search order finds it (``$IMDAD_MNIST_DIR`` included)."""
+    try:
+        ds = load_mnist(env_dir=os.environ.get(mnist_mod.ENV_VAR))
+    except DataNotFoundError:
+        pytest.skip("real MNIST not on this machine (docs/data.md says how to build mnist.npz; set "
+                    f"${mnist_mod.ENV_VAR} or put it in ~/.cache/imdad_jax/mnist)")
     assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
     assert ds.x_train.dtype == np.uint8
     assert np.bincount(ds.y_train, minlength=10).tolist() == MNIST_TRAIN_COUNTS

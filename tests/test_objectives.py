@@ -12,7 +12,7 @@ from conftest import blobs
 from imdad_jax.data import one_vs_rest_runs
 from imdad_jax.evaluate import apply_runs, auc_per_run
 from imdad_jax.models import MLPEncoder, build_encoder
-from imdad_jax.objectives import REGISTRY, get_objective
+from imdad_jax.objectives import REGISTRY, Objective, ObjectiveError, get_objective
 from imdad_jax.train import fit
 
 # A batch small enough to work out by hand: z = x (identity encoder), c = (1, 0).
@@ -113,7 +113,7 @@ def test_drocc_loss_by_hand_and_negatives_in_the_shell():
     value, _ = obj.loss(params, {}, model, BATCH, _hp(obj, warmup_epochs=5.0), opts)
     assert float(value) == pytest.approx(np.mean(np.log1p(np.exp(-X[:, 0]))), abs=1e-5)
     radius, gamma = 0.5, 2.0
-    x_adv = obj.adversarial_negatives(params, model, BATCH["x"], jax.random.PRNGKey(1), radius, gamma, 0.1, 3)
+    x_adv = obj.module.adversarial_negatives(params, model, BATCH["x"], jax.random.PRNGKey(1), radius, gamma, 0.1, 3)
     dist = np.linalg.norm(np.asarray(x_adv) - X, axis=1)
     assert np.all(dist >= radius - 1e-5) and np.all(dist <= gamma * radius + 1e-5)
 
@@ -168,7 +168,7 @@ def test_a_new_objective_through_the_registry_runs_on_the_engine_untouched(monke
     toy.project = lambda p, o, opts: p
     toy.score = lambda p, o, m, x, opts: jnp.sum(m.apply(p, x) ** 2, -1)
     toy.validate_hp = lambda hp: None
-    monkeypatch.setitem(REGISTRY, "toy_norm", toy)
+    monkeypatch.setitem(REGISTRY, "toy_norm", Objective.from_module("toy_norm", toy))
     obj = get_objective("toy_norm")
     x, y = blobs(n_normal=100, n_anom=100, dim=4)
     ids, data, keys = one_vs_rest_runs(x, y, (0,), (0, 1), anomaly_fraction=0.5)
@@ -195,3 +195,31 @@ def test_every_method_gives_the_same_numbers_looped_and_vmapped_over_2_devices(m
     for a, b in zip(jax.tree.leaves((runs[0].state.params, runs[0].state.obj_state)),
                     jax.tree.leaves((runs[1].state.params, runs[1].state.obj_state))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
+def test_the_protocol_is_checked_at_registration_and_fills_the_optional_hooks():
+    from imdad_jax.objectives import deep_sad
+
+    broken = types.ModuleType("no_score")
+    for name in ("Options", "HYPERPARAMS", "DEFAULT_HP", "USES_ANOMALIES", "make_model", "init_obj_state", "loss",
+                 "validate_hp"):
+        setattr(broken, name, getattr(deep_sad, name))
+    with pytest.raises(ObjectiveError, match="lacks score"):
+        Objective.from_module("no_score", broken)
+    broken.score = deep_sad.score
+    broken.DEFAULT_HP = {}
+    with pytest.raises(ObjectiveError, match="DEFAULT_HP"):
+        Objective.from_module("no_score", broken)
+    broken.DEFAULT_HP = deep_sad.DEFAULT_HP
+    broken.prepare = deep_sad.prepare  # without prepare_features
+    with pytest.raises(ObjectiveError, match="prepare and prepare_features"):
+        Objective.from_module("no_score", broken)
+    del broken.prepare
+    obj = Objective.from_module("no_score", broken)
+    assert obj.prepare is None and obj.geometry is None and obj.signed_distance is None
+    assert obj.project("p", "s", None) == "p" and obj.update_obj_state("s", {}, {}, None, 0) == "s"
+    # every registered objective is such a record, its hooks where the module has them
+    assert all(isinstance(o, Objective) for o in REGISTRY.values())
+    assert REGISTRY["imdad"].signed_distance is not None and REGISTRY["deep_sad"].signed_distance is None
+    with pytest.raises(ValueError, match="center_constraint must be one of"):
+        REGISTRY["imdad"].options({"center_constraint": "lagrange"})

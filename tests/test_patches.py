@@ -242,6 +242,7 @@ def test_config_validates_feature_patching_and_the_cli_carries_it(tmp_path):
     cfg = cli.config_from_args(a)
     assert (cfg.feature_patching, cfg.patch_layers, cfg.backbone_features, cfg.patch_size, cfg.patch_reduce) == (
         True, (0, 1), (4, 8), 1, "mean")
-    assert cli.results_stem(a, cfg).startswith("mnist_imdad_fp_")
+    from imdad_jax.pipeline import RunSettings, results_stem
+    assert results_stem(cfg, RunSettings()).startswith("mnist_imdad_fp_")
     assert not cli.config_from_args(cli.parse_args(["--dataset=mnist", "--class=0", "--preset=tiny"])).feature_patching
     assert isinstance(build_model(cfg, (196, 12)), PatchSphereDetector)

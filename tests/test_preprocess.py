@@ -1,5 +1,7 @@
 """Preprocessing options (imdad_jax.data.preprocess): what each computes, that each is fit on a run's training
 normals only, and the per-run copies of the image protocol."""
+import os
+
 import numpy as np
 import pytest
 from conftest import make_class_images
@@ -7,6 +9,7 @@ from conftest import make_class_images
 from imdad_jax.config import ConfigError, make_config
 from imdad_jax.data import (DataNotFoundError, ImageDataset, labelled_anomalies, load_mnist, one_vs_rest_runs,
                             preprocess_images)
+from imdad_jax.data import mnist
 from imdad_jax.data.preprocess import PREPROCESSING, ZCA, GCNMinMax, Standardize, fit_transform, gcn_l1
 from imdad_jax.data.protocol import per_run_preprocess
 from imdad_jax.experiment import make_split, run_experiment
@@ -56,10 +59,10 @@ def test_gcn_minmax_matches_a_hand_computation():
 
 def test_gcn_minmax_recomputes_the_reference_mnist_constants():
     """The reference hard-codes (min, max) per MNIST class; computing them from the training normals agrees."""
-    try:
-        ds = load_mnist(None, None)
+    try:  # wherever the library's search order finds it, $IMDAD_MNIST_DIR included
+        ds = load_mnist(None, os.environ.get(mnist.ENV_VAR))
     except DataNotFoundError:
-        pytest.skip("MNIST is not on this machine")
+        pytest.skip(f"MNIST is not on this machine (set ${mnist.ENV_VAR} or put it in ~/.cache/imdad_jax/mnist)")
     ref = {0: (-0.8826567065619495, 9.001545489292527), 1: (-0.6661464580883915, 20.108062262467364)}
     for k, (lo, hi) in ref.items():
         t = GCNMinMax.fit(preprocess_images(ds.x_train[ds.y_train == k]))

@@ -1,4 +1,4 @@
-"""Issue 10's stateful encoder options: BatchNorm (running averages in a ``batch_stats`` collection) and
+"""The stateful encoder options: BatchNorm (running averages in a ``batch_stats`` collection) and
 dropout (a per-run RNG stream) inside the run-axis train step.
 
 What must hold: each run normalises by its own batch and keeps its own averages (run 3's do not depend on

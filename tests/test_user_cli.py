@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_scores_and_summary(trained, capsys):
     model = trained / "model"
-    assert {p.name for p in model.iterdir()} >= {"detector.json", "params.npz", "cli.json", "train_scores.csv"}
+    assert {p.name for p in model.iterdir()} >= {"detector.json", "params.msgpack", "cli.json", "train_scores.csv"}
     meta = json.loads((model / "cli.json").read_text())
     assert meta["features"] == ["a", "b", "c", "d"] and meta["label_column"] == "target" and meta["rows"] == 132
     cols, rows = _read(model / "train_scores.csv")

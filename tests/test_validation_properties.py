@@ -1,6 +1,7 @@
-"""Issue 9: whatever a user passes, each entry point answers with a result or one clear error of the kind it
-promises (ValueError from the estimator, CliError from ``python -m imdad_jax``, DataFileError from the loaders,
-ConfigError from the config), never an exception from deep inside numpy, zipfile, gzip or JAX.
+"""Input validation: whatever a user passes, each entry point answers with a result or one clear error of the kind it
+promises (ValueError from the estimator, TableError from the table reader, CliError from ``python -m imdad_jax``,
+DataFileError from the loaders, ConfigError from the config), never an exception from deep inside numpy, zipfile,
+gzip or JAX.
 
 Property-based (hypothesis) for the array, table, file and config validators; a few worked examples after them
 for the bad inputs the older test files do not reach. Nothing here trains: ``fit`` runs ``_prepare_fit`` and
@@ -24,11 +25,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from imdad_jax.cli import CliError, choose_features, feature_matrix, label_vector, read_table
 from imdad_jax.cli import main as user_main
 from imdad_jax.config import METHODS, ConfigError, make_config
-from imdad_jax.data import DataFileError, cv_runs, load_fashion_mnist, load_tabular, read_idx, tabular, write_idx
+from imdad_jax.data import DataFileError, cv_runs, load_fashion_mnist, load_tabular, read_idx, tabular
+from imdad_jax.data.idx import write_idx
 from imdad_jax.estimator import DeepDetector, model_input_shape
+from imdad_jax.io.tables import TableError, choose_features, feature_matrix, label_vector, read_table
 from imdad_jax.objectives import REGISTRY, get_objective
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -288,7 +290,7 @@ def _label_of(cell: str) -> int:
 
 
 def _read_or_refuse(path, features=None, label_column=None, **read_kw):
-    """Read ``path`` through the user CLI's readers: (table, feature names, X, y), or None after a ``CliError``
+    """Read ``path`` through the user CLI's table reader: (table, feature names, X, y), or None after a ``TableError``
     (which must carry a message). ``label_column`` may be a function of the table. The scratch folder goes
     either way; hypothesis's ``event`` records which way it went."""
     try:
@@ -296,7 +298,7 @@ def _read_or_refuse(path, features=None, label_column=None, **read_kw):
         label = label_column(table) if callable(label_column) else label_column
         names = choose_features(table, features, label)
         got = table, names, feature_matrix(table, names), label_vector(table, label)
-    except CliError as e:
+    except TableError as e:
         assert str(e)
         event("refused")
         return None
@@ -557,32 +559,40 @@ def saved_detector(tmp_path_factory):
 
 
 def _damaged_copy(src: Path, dst: Path, how: str) -> Path:
+    import jax
+    from flax import serialization
+
     shutil.copytree(src, dst)
+    params = dst / "params.msgpack"
     if how == "cut json":
         text = (dst / "detector.json").read_text()
         (dst / "detector.json").write_text(text[:len(text) // 2])
     elif how == "cut params":
-        raw = (dst / "params.npz").read_bytes()
-        (dst / "params.npz").write_bytes(raw[:len(raw) // 2])
+        raw = params.read_bytes()
+        params.write_bytes(raw[:len(raw) // 2])
     elif how == "json of another version":
         meta = json.loads((dst / "detector.json").read_text())
         meta["params"]["width"] = 3
         (dst / "detector.json").write_text(json.dumps(meta))
     elif how == "params of another model":
-        np.savez(dst / "params.npz", np.zeros((3, 3)))
+        params.write_bytes(serialization.to_bytes({"params": {"w": np.zeros((3, 3))}, "obj_state": {}}))
     elif how == "params of another size":
-        with np.load(src / "params.npz") as z:
-            arrays = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
-        np.savez(dst / "params.npz", *[np.zeros(np.shape(a) + (1,) if np.ndim(a) else ()) for a in arrays])
+        state = serialization.msgpack_restore(params.read_bytes())
+        grown = jax.tree.map(lambda a: np.zeros(np.shape(a) + (1,) if np.ndim(a) else ()), state)
+        params.write_bytes(serialization.msgpack_serialize(grown))
+    elif how == "legacy params of another model":  # a format-1 save: positional arrays in params.npz
+        params.unlink()
+        np.savez(dst / "params.npz", np.zeros((3, 3)))
     return dst
 
 
 @pytest.mark.parametrize("how, match", [
     ("cut json", "detector.json is damaged or was not written by save"),
-    ("cut params", "params.npz is corrupt or truncated"),
-    ("params of another model", r"params.npz holds 1 arrays, the model needs \d+"),
+    ("cut params", "params.msgpack is corrupt or truncated"),
+    ("params of another model", "params.msgpack holds other arrays than the model in detector.json needs"),
     ("params of another size", "come from different detectors"),
     ("json of another version", "detector.json is damaged or was not written by save"),
+    ("legacy params of another model", r"params.npz holds 1 arrays, the model needs \d+"),
 ])
 def test_damaged_saved_detector_is_one_error_in_python_and_in_the_cli(saved_detector, tmp_path, capsys, how, match):
     DeepDetector.load(saved_detector)  # the undamaged save loads

@@ -1,19 +1,43 @@
-"""Loaders and the one-class protocol. Loaders take directories as arguments; the CLI resolves flags and env."""
-from imdad_jax.data.cifar10 import load_cifar10, write_cifar10_fixture
-from imdad_jax.data.fashion_mnist import DataNotFoundError, ImageDataset, load_fashion_mnist
-from imdad_jax.data.folds import cv_key, cv_runs, test_labels
-from imdad_jax.data.idx import DataFileError, read_idx, write_idx
-from imdad_jax.data.mnist import load_mnist, write_mnist_fixture
-from imdad_jax.data.preprocess import PREPROCESSING, fit_transform
-from imdad_jax.data.runs import RunData
-from imdad_jax.data.protocol import labelled_anomalies, one_vs_rest_runs, per_run_preprocess, preprocess_images, run_key
-from imdad_jax.data.tabular import (SYNTHETIC_DATASETS, TABULAR_DATASETS, TabularDataset, load_synthetic,
-                                    load_tabular)
-from imdad_jax.data.registry import load_dataset  # after the loaders it names
+"""Loaders, the dataset registry and the one-class protocol. Loaders take directories as arguments; the CLI
+resolves flags and environment variables.
 
-__all__ = ["DataNotFoundError", "ImageDataset", "load_fashion_mnist", "DataFileError", "read_idx", "write_idx",
-           "load_mnist", "write_mnist_fixture", "load_cifar10", "write_cifar10_fixture",
-           "labelled_anomalies", "one_vs_rest_runs", "preprocess_images", "run_key",
-           "TabularDataset", "load_tabular", "load_synthetic", "TABULAR_DATASETS", "SYNTHETIC_DATASETS",
-           "cv_runs", "cv_key", "test_labels", "PREPROCESSING", "fit_transform", "per_run_preprocess", "RunData",
-           "load_dataset"]
+Names are imported on first use (PEP 562): the protocol's modules need JAX for their keys, the loaders and the
+registry do not, and the config reads the registry without importing JAX.
+
+The writers of synthetic files in the real layouts (``idx.write_idx``, ``mnist.write_mnist_fixture``,
+``cifar10.write_cifar10_fixture``) are test support, not exported here: import them from their modules.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module that defines it
+_HOME = {
+    "load_cifar10": "cifar10",
+    "DataNotFoundError": "fashion_mnist", "ImageDataset": "fashion_mnist", "load_fashion_mnist": "fashion_mnist",
+    "cv_key": "folds", "cv_runs": "folds", "test_labels": "folds",
+    "DataFileError": "idx", "read_idx": "idx",
+    "load_mnist": "mnist",
+    "PREPROCESSING": "preprocess", "fit_transform": "preprocess",
+    "RunData": "runs",
+    "labelled_anomalies": "protocol", "one_vs_rest_runs": "protocol", "per_run_preprocess": "protocol",
+    "preprocess_images": "protocol", "run_key": "protocol",
+    "SYNTHETIC_DATASETS": "tabular", "TABULAR_DATASETS": "tabular", "TabularDataset": "tabular",
+    "load_synthetic": "tabular", "load_tabular": "tabular",
+    "DatasetSpec": "registry", "dataset_names": "registry", "get_dataset": "registry", "load_dataset": "registry",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'imdad_jax.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"imdad_jax.data.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

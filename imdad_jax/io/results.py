@@ -1,6 +1,9 @@
-"""Results files with provenance: JSON (everything) and a markdown table (for people), written atomically."""
+"""Results files with provenance, written atomically: JSON (config, provenance, per-run records, timing), a
+markdown table (for people), and beside them the per-epoch history as gzipped JSON (``<stem>.history.json.gz``,
+which git ignores under ``results/``; see ``results/README.md``)."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -61,13 +64,13 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
 
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written file."""
+def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write via a temporary file in the same folder and rename: never a half-written file (``bytes``: as is)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -160,11 +163,72 @@ def diverged_note(runs: list[dict[str, Any]]) -> str:
             "Lower --lr or check the inputs.\n")
 
 
+HISTORY_SUFFIX = ".history.json.gz"
+
+
+def history_path(json_path: str | os.PathLike) -> Path:
+    """Where the per-epoch history of results file ``json_path`` goes: ``<stem>.history.json.gz`` beside it."""
+    json_path = Path(json_path)
+    return json_path.with_name(json_path.name.removesuffix(".json") + HISTORY_SUFFIX)
+
+
+def split_history(json_path: str | os.PathLike, record: dict[str, Any]) -> dict[str, Any]:
+    """Write ``record["history"]`` to the gzipped sidecar of ``json_path``; return a copy of the record that holds
+    ``"history_file": <the sidecar's name>`` in its place. A record without a history (or with an empty one, as the
+    shallow methods') comes back unchanged and no sidecar is written."""
+    if not record.get("history"):
+        return record
+    side = history_path(json_path)
+    # mtime 0: the same history gives the same bytes
+    atomic_write(side, gzip.compress(json.dumps(record["history"], default=_json_default).encode(), mtime=0))
+    # the pointer takes the history's place, so the file's keys keep their order
+    return {("history_file" if k == "history" else k): (side.name if k == "history" else v) for k, v in record.items()}
+
+
+def move_history_out(json_path: str | os.PathLike) -> Path | None:
+    """Rewrite an existing results file whose record still holds its ``"history"`` into the split layout (the
+    history to its sidecar, ``"history_file"`` in its place); the sidecar's path, or None when there was nothing to
+    move. The other keys and the JSON layout (``indent=1``) stay as they were."""
+    json_path = Path(json_path)
+    record = json.loads(json_path.read_text())
+    if not isinstance(record, dict) or not record.get("history"):
+        return None
+    if not all(isinstance(v, list) for v in record["history"].values()):
+        return None  # not per-epoch arrays (e.g. a note that the history was dropped): left where it is
+    atomic_write(json_path, json.dumps(split_history(json_path, record), indent=1, default=_json_default) + "\n")
+    return history_path(json_path)
+
+
+def load_history(json_path: str | os.PathLike) -> dict[str, Any]:
+    """The per-epoch history of results file ``json_path`` (``{name: (epochs, runs) nested lists}``): the record's own
+    ``"history"`` (older or hand-written files), else its gzipped sidecar (``"history_file"``), else ``{}``.
+
+    The sidecar is not in git: a fresh checkout has the tables and per-run records, and the history only where the
+    run was made (or copied). A missing sidecar raises ``FileNotFoundError`` naming it."""
+    json_path = Path(json_path)
+    record = json.loads(json_path.read_text())
+    if "history" in record:
+        return record["history"]
+    name = record.get("history_file")
+    if not name:
+        return {}
+    side = json_path.parent / name
+    if not side.is_file():
+        raise FileNotFoundError(f"{side}: the per-epoch history of {json_path} is not here (history files are kept "
+                                "beside the results where the run was made and are not in git; rerun the command "
+                                "in its provenance to get it)")
+    with gzip.open(side, "rt") as f:
+        return json.load(f)
+
+
 def write_results(out_dir: str | os.PathLike, stem: str, record: dict[str, Any], table: str) -> tuple[Path, Path]:
-    """``{stem}.json`` (config, provenance, per-run records, history) and ``{stem}.md`` (the table + how it was made)."""
+    """``{stem}.json`` (config, provenance, per-run records, timing; ``"history_file"`` names the history),
+    ``{stem}.history.json.gz`` (the per-epoch history, read back with ``load_history``) and ``{stem}.md`` (the table
+    + how it was made). ``record`` itself is not modified."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    atomic_write(json_path, json.dumps(record, indent=1, default=_json_default) + "\n")
+    # The sidecar first, so the JSON never names a history that is not there.
+    atomic_write(json_path, json.dumps(split_history(json_path, record), indent=1, default=_json_default) + "\n")
     prov, t, cfg = record["provenance"], record["timing"], record["config"]
     md = [f"# {stem}", "", table, diverged_note(record["runs"]), "",
           f"- command: `{prov['command']}`",
@@ -179,14 +243,24 @@ def write_results(out_dir: str | os.PathLike, stem: str, record: dict[str, Any],
           f"anomalies' batch share {cfg.get('anomaly_share') or 'as in the training set'}",
           f"- method `{cfg['method']}`: " + (", ".join(f"{k} {v:g}" for k, v in record.get("hyperparams", {}).items())
                                             or "no objective hyperparameters")
-          + (f"; margin `{cfg['margin_param']}`, center `{cfg['center_constraint']}`" if cfg["method"] == "imdad"
-             else "")
+          + _options_note(record)
           + (f"; autoencoder pretraining {cfg['pretrain_epochs']} epochs" if cfg.get("pretrain_epochs") else "")
           + f"; arch {cfg['arch']} conv {cfg['conv_features']} dense {cfg['dense_features']}",
           *_tuning_lines(record),
           f"- finished: {prov['utc']}", ""]
     atomic_write(md_path, "\n".join(md))
     return json_path, md_path
+
+
+def _options_note(record: dict[str, Any]) -> str:
+    """The method's static options for the markdown: as the experiment resolved them (``record["options"]``), or
+    IMD-AD's two as files written before the options had their own section name them (top-level config fields)."""
+    cfg = record["config"]
+    opts = record.get("options")
+    if opts is None:
+        return (f"; margin `{cfg['margin_param']}`, center `{cfg['center_constraint']}`"
+                if "margin_param" in cfg and "center_constraint" in cfg else "")
+    return "; " + ", ".join(f"{k} `{v}`" for k, v in opts.items()) if opts else ""
 
 
 def _tuning_lines(record: dict[str, Any]) -> list[str]:

@@ -10,8 +10,9 @@ every block they add is bias-free for the same reason (``docs/method.md``, "Enco
 
 Train or eval mode is not an argument: a module trains (BatchNorm on batch statistics, updating its running
 averages; dropout on) exactly when the caller makes ``batch_stats`` mutable and passes a ``dropout`` RNG,
-which only the train step does (``imdad_jax.train.step.train_mode``). Every other ``model.apply(params, x)``
-(scoring, centers, interpretation) is the deterministic eval pass, so none of that code needs a flag.
+which only the train step does, and only for a model that has one of these blocks (``imdad_jax.train.step.TrainMode``
+wraps the model the objectives see; ``has_train_mode`` tells). Every other ``model.apply(params, x)`` (scoring,
+centers, interpretation) is the deterministic eval pass, so none of that code needs a flag.
 """
 from __future__ import annotations
 

@@ -26,6 +26,14 @@ class SphereOptions(NamedTuple):
     margin_param: str = "softplus"
 
 
+def validate_options(opts: Any) -> None:
+    """The margin parametrisation must be one the head knows."""
+    from imdad_jax.models import MARGIN_PARAMS
+
+    if opts.margin_param not in MARGIN_PARAMS:
+        raise ValueError(f"margin_param must be one of {MARGIN_PARAMS}, got {opts.margin_param!r}")
+
+
 def make_sphere_model(encoder: nn.Module, input_shape: tuple[int, ...], opts: Any) -> nn.Module:
     """The same encoder + head as IMD-AD; the head's w and b are set, not trained."""
     return SphereDetector(encoder, HypersphereHead(margin_param=getattr(opts, "margin_param", "softplus")))

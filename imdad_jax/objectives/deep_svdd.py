@@ -18,6 +18,7 @@ from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
 from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import validate_options  # noqa: F401
 from imdad_jax.objectives._sphere import geometry  # noqa: F401
 
 HYPERPARAMS: tuple[str, ...] = ()

@@ -82,6 +82,11 @@ def score(params: Any, obj_state: Any, model: nn.Module, x: jnp.ndarray, opts: O
     return -model.apply(params, x)
 
 
+def validate_options(opts: Options) -> None:
+    if not (isinstance(opts.drocc_ascent_steps, int) and opts.drocc_ascent_steps >= 1):
+        raise ValueError(f"drocc_ascent_steps must be >= 1, got {opts.drocc_ascent_steps}")
+
+
 def validate_hp(hp: Mapping) -> None:
     _sphere.check_positive(hp, ("drocc_radius", "drocc_lambda", "drocc_step_size"))
     _sphere.check_positive(hp, ("warmup_epochs",), allow_zero=True)

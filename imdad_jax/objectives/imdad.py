@@ -131,6 +131,21 @@ def geometry(params: Any, duals: Any, opts: Options) -> dict[str, jnp.ndarray]:
     return {"radius2": g.radius2, "margin2": g.margin2, "center_norm": jnp.linalg.norm(g.center, axis=-1)}
 
 
+def validate_options(opts: Options) -> None:
+    """The constraint form and margin parametrisation must be known; kappa > 0 and finite."""
+    import math
+
+    from imdad_jax.models import MARGIN_PARAMS
+
+    if opts.center_constraint not in CENTER_CONSTRAINTS:
+        raise ValueError(f"center_constraint must be one of {CENTER_CONSTRAINTS}, got {opts.center_constraint!r}")
+    if opts.margin_param not in MARGIN_PARAMS:
+        raise ValueError(f"margin_param must be one of {MARGIN_PARAMS}, got {opts.margin_param!r}")
+    if not (isinstance(opts.kappa, (int, float)) and opts.kappa > 0 and math.isfinite(opts.kappa)
+            and abs(opts.kappa) <= 3.4028234663852886e38):
+        raise ValueError(f"kappa must be > 0 and finite, got {opts.kappa}; pass e.g. --kappa=10")
+
+
 def validate_hp(hp: Mapping[str, Any]) -> None:
     """nu, nu1, nu2 in (0, 1]; dual_lr > 0. Raises ValueError naming the bad value and the fix."""
     import numpy as np

@@ -17,6 +17,7 @@ from imdad_jax.objectives import _sphere
 from imdad_jax.objectives._sphere import make_sphere_model as make_model  # noqa: F401
 from imdad_jax.objectives._sphere import prepare_features  # noqa: F401
 from imdad_jax.objectives._sphere import SphereOptions as Options  # noqa: F401
+from imdad_jax.objectives._sphere import validate_options  # noqa: F401
 from imdad_jax.objectives._sphere import init_radius_state as init_obj_state  # noqa: F401
 from imdad_jax.objectives._sphere import update_radius_state as update_obj_state  # noqa: F401
 from imdad_jax.objectives._sphere import project_radius as project  # noqa: F401

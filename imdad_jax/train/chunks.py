@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from types import ModuleType
-from typing import Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import flax.linen as nn
 import jax
@@ -21,6 +20,9 @@ from imdad_jax.train.engine import FitResult, RunData, fit
 from imdad_jax.train.programs import compile_lowered, lower_train_step, program_bytes
 from imdad_jax.train.runners import Runner, as_runner
 from imdad_jax.train.step import plan_batches
+
+if TYPE_CHECKING:  # annotations only: the engine takes any record of the protocol
+    from imdad_jax.objectives.protocol import Objective
 
 # Share of the device's memory a sweep may plan for: XLA needs room for its own buffers and fragmentation.
 MEMORY_FRACTION = 0.8
@@ -53,7 +55,7 @@ def device_memory_budget(device: Any = None) -> int:
     return int(total * MEMORY_FRACTION)
 
 
-def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
+def estimate_memory(model: nn.Module, objective: Objective, opts: Any, data: RunData, hp: dict[str, np.ndarray],
                     *, batch_size: int, anomaly_share: float | None = None, runner: Runner | str = "vmap",
                     devices: list | None = None, at: tuple[int, int] = (1, 16), budget: int | None = None,
                     refine: int = 3) -> MemoryEstimate:
@@ -76,7 +78,7 @@ def estimate_memory(model: nn.Module, objective: ModuleType, opts: Any, data: Ru
     devices = list(devices)[:1] if devices else None  # one device's share: the budget is one device's
     if runner.strategy == "loop":
         runner = Runner("vmap")
-    uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
+    uses_anomalies = objective.USES_ANOMALIES
     plan = plan_batches(int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0, batch_size,
                         anomaly_share)
 
@@ -160,7 +162,7 @@ def _concat(results: list[FitResult]) -> FitResult:
                    start_epoch=min(r.start_epoch for r in results), n_chunks=len(results))
 
 
-def fit_in_chunks(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
+def fit_in_chunks(model: nn.Module, objective: Objective, opts: Any, data: RunData, hp: dict[str, np.ndarray],
                   keys: np.ndarray, *, max_runs: int | str | None = "auto", budget: int | None = None,
                   checkpoint_for: Callable[[int, int], ContextManager | None] | None = None,
                   **fit_kw: Any) -> FitResult:
@@ -184,7 +186,7 @@ def fit_in_chunks(model: nn.Module, objective: ModuleType, opts: Any, data: RunD
                                    budget=budget)
         max_runs = None
     chunks = plan_chunks(n, max_runs, estimate, budget)
-    uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
+    uses_anomalies = objective.USES_ANOMALIES
     sizes = (int(data.n_valid.max()), int(data.m_valid.max()) if uses_anomalies else 0)
     warm = fit_kw.pop("warm_start", None)
     results = []

@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field, replace
-from types import ModuleType
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,6 +22,9 @@ from imdad_jax.train.runners import (EPOCH_MODES, STRATEGIES, AutotuneCache, Pro
                                      autotune_candidates, autotune_key, pad_runs, resolve_runner, start_session)
 from imdad_jax.train.step import (BatchPlan, begin_epoch, init_run, make_train_step, plan_batches,
                                   zeros_diagnostics)
+
+if TYPE_CHECKING:  # annotations only: the engine takes any record of the protocol
+    from imdad_jax.objectives.protocol import Objective
 
 __all__ = ["EPOCH_MODES", "STRATEGIES", "Checkpointer", "FitResult", "RunData", "TrainingInterrupted", "fit",
            "has_conv", "resolve_strategy"]
@@ -94,7 +96,7 @@ class Checkpointer(Protocol):
     def wait(self) -> None: ...
 
 
-def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: dict[str, np.ndarray],
+def fit(model: nn.Module, objective: Objective, opts: Any, data: RunData, hp: dict[str, np.ndarray],
         keys: np.ndarray, *, epochs: int, batch_size: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
         strategy: str | Runner = "auto", epoch_mode: str = "auto", devices: list | None = None,
         steps_per_epoch: int | None = None, anomaly_share: float | None = None,
@@ -139,7 +141,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
                             unroll=unroll)
     measure = strategy == "auto" and (jax.default_backend() != "cpu" if autotune_runs is None else autotune_runs)
     n_runs = data.n_runs
-    uses_anomalies = getattr(objective, "USES_ANOMALIES", True)
+    uses_anomalies = objective.USES_ANOMALIES
     if uses_anomalies and int(data.m_valid.min()) < 1:
         bad = np.flatnonzero(data.m_valid < 1).tolist()
         raise ValueError(f"runs {bad} have no labelled anomalies, which {objective.__name__.split('.')[-1]} needs; "
@@ -160,7 +162,7 @@ def fit(model: nn.Module, objective: ModuleType, opts: Any, data: RunData, hp: d
     def prepare(state, runner_, r_pad):
         return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
     prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan),
-                    prepare=prepare if hasattr(objective, "prepare") else None,
+                    prepare=prepare if objective.prepare is not None else None,
                     acc_zero=lambda one, x_dev: zeros_diagnostics(objective, model, opts, one, x_dev, labels),
                     steps=plan.steps)
 
@@ -231,10 +233,10 @@ def _stack_history(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
     return {k: np.stack([h[k] for h in history]) for k in history[0]} if history else {}
 
 
-def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, data: RunData, runner: Runner,
+def _prepare(objective: Objective, model: nn.Module, opts: Any, state: Any, data: RunData, runner: Runner,
              n_runs: int, r_pad: int) -> Any:
     """Run the objective's ``prepare`` hook on the stacked state (runs padded to ``r_pad``)."""
-    if not hasattr(objective, "prepare"):
+    if objective.prepare is None:
         return state
     feats = runner.apply(lambda p, x: objective.prepare_features(p, model, x), state.params, data.x,
                          pad_runs(data.normal_pool, r_pad))
@@ -246,14 +248,14 @@ def _prepare(objective: ModuleType, model: nn.Module, opts: Any, state: Any, dat
 
 def _measured_runner(default: Runner, prog: Programs, keys: np.ndarray, hp: dict, sample_x: jnp.ndarray,
                      warm_start: Any, pools: tuple, data: RunData, devices: list | None, model: nn.Module,
-                     objective: ModuleType, opts: Any, batch_size: int, cache: AutotuneCache | None | bool,
+                     objective: Objective, opts: Any, batch_size: int, cache: AutotuneCache | None | bool,
                      log: Callable[[str], None] | None) -> Runner:
     """``runners.autotune`` at this sweep's shapes (each candidate initialised afresh, its states discarded), or
     the cached choice for the same device kind, model, batch and runs."""
     n_runs = data.n_runs
     n_dev = len(devices) if devices is not None else jax.device_count()
     store = None if cache is False else (cache if cache is not None else AutotuneCache())
-    key = autotune_key(jax.devices()[0], model, getattr(objective, "__name__", str(objective)), opts, data.x.shape,
+    key = autotune_key(jax.devices()[0], model, objective.__name__, opts, data.x.shape,
                        batch_size, n_runs, n_dev)
     candidates = autotune_candidates(n_runs, default.epoch_mode, default.chunk_runs, default.unroll)
     hit = store.get(key) if store is not None else None

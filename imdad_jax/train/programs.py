@@ -5,8 +5,7 @@ the accelerator report read XLA's analyses of the same program the sweep runs.
 from __future__ import annotations
 
 import functools
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -17,8 +16,11 @@ from jax.sharding import PartitionSpec as P
 from imdad_jax.train.runners import Runner
 from imdad_jax.train.step import BatchPlan, begin_epoch, init_run, make_train_step, zeros_diagnostics
 
+if TYPE_CHECKING:  # annotations only: the engine takes any record of the protocol
+    from imdad_jax.objectives.protocol import Objective
 
-def step_shapes(model: nn.Module, objective: ModuleType, opts: Any, plan: BatchPlan, x_shape: tuple[int, ...],
+
+def step_shapes(model: nn.Module, objective: Objective, opts: Any, plan: BatchPlan, x_shape: tuple[int, ...],
                 hp_names: tuple[str, ...], pool_sizes: tuple[int, int] = (8, 8)) -> tuple[Any, Any, Any]:
     """One run's (state, step diagnostics, batch indices) as ``ShapeDtypeStruct`` trees; nothing is computed."""
     init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=(), gamma=0.1)
@@ -33,7 +35,7 @@ def step_shapes(model: nn.Module, objective: ModuleType, opts: Any, plan: BatchP
     return one, acc, jax.ShapeDtypeStruct(idx.shape[1:], idx.dtype)
 
 
-def lower_train_step(model: nn.Module, objective: ModuleType, opts: Any, runner: Runner, n_runs: int, plan: BatchPlan,
+def lower_train_step(model: nn.Module, objective: Objective, opts: Any, runner: Runner, n_runs: int, plan: BatchPlan,
                      x_shape: tuple[int, ...], hp_names: tuple[str, ...], devices: list | None = None) -> Any:
     """The runner's step over ``n_runs`` stacked runs, lowered (``jax.stages.Lowered``) for ``devices``.
 

@@ -13,9 +13,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# Per-run hyperparameters every run carries; objectives add their own (imdad: nu, nu1, nu2, dual_lr).
-OPTIMIZER_HP = ("lr", "weight_decay")
-
 
 @flax.struct.dataclass
 class RunState:

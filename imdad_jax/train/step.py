@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from types import ModuleType
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -12,6 +11,9 @@ import jax.numpy as jnp
 import optax
 
 from imdad_jax.train.state import RunState, make_optimizer
+
+if TYPE_CHECKING:  # annotations only: the engine takes any record of the protocol
+    from imdad_jax.objectives.protocol import Objective
 
 
 DROPOUT_STREAM = 0x0D7  # fold_in constant: dropout masks draw from their own stream of the step key
@@ -81,7 +83,7 @@ def begin_epoch(state: RunState, normal_pool: jnp.ndarray, n_valid: jnp.ndarray,
 
 
 def init_run(key: jax.Array, hp: dict[str, jnp.ndarray], sample_x: jnp.ndarray, warm_start: dict[str, Any] | None = None,
-             *, model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...],
+             *, model: nn.Module, objective: Objective, opts: Any, milestones: tuple[int, ...],
              gamma: float) -> RunState:
     """One run's initial state from its key and hyperparameters."""
     k_init, k_run = jax.random.split(key)
@@ -175,7 +177,7 @@ class TrainStep:
         return self.finish(state, acc, grads, aux, stats)
 
 
-def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, milestones: tuple[int, ...], gamma: float,
+def make_train_step(model: nn.Module, objective: Objective, opts: Any, milestones: tuple[int, ...], gamma: float,
                     labels: jnp.ndarray, steps_per_epoch: int) -> TrainStep:
     """``step(state, acc, x_all, idx) -> (state, acc)`` for one run (a ``TrainStep``).
 
@@ -200,8 +202,7 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
         return value, (aux, m.updates or {})
 
     # Both hooks are optional: most objectives keep no non-gradient state and need no projection.
-    update_obj_state = getattr(objective, "update_obj_state", lambda obj_state, aux, hp, opts, epoch: obj_state)
-    project = getattr(objective, "project", lambda params, obj_state, opts: params)
+    update_obj_state, project = objective.update_obj_state, objective.project
 
     def finish(state: RunState, acc: dict, grads: Any, aux: dict, stats: dict) -> tuple[RunState, dict]:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -216,7 +217,7 @@ def make_train_step(model: nn.Module, objective: ModuleType, opts: Any, mileston
     return TrainStep(loss, finish)
 
 
-def zeros_diagnostics(objective: ModuleType, model: nn.Module, opts: Any, state: Any, x_dev: jnp.ndarray,
+def zeros_diagnostics(objective: Objective, model: nn.Module, opts: Any, state: Any, x_dev: jnp.ndarray,
                       labels: jnp.ndarray) -> dict:
     """Zeros shaped like one run's step diagnostics (the Lagrangian's aux), found by ``eval_shape``."""
     x_b = jax.ShapeDtypeStruct((labels.shape[0],) + x_dev.shape[1:], x_dev.dtype)
