@@ -63,7 +63,7 @@ from imdad_jax import aot  # noqa: E402
 from imdad_jax.models.detector import build_encoder  # noqa: E402
 from imdad_jax.objectives import get_objective  # noqa: E402
 from imdad_jax.train.chunks import MEMORY_FRACTION, estimate_memory, plan_chunks  # noqa: E402
-from imdad_jax.train.engine import RunData  # noqa: E402
+from imdad_jax.data.runs import RunData  # noqa: E402
 from imdad_jax.train.runners import Runner  # noqa: E402
 from imdad_jax.train.step import plan_batches  # noqa: E402
 

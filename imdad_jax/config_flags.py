@@ -62,11 +62,12 @@ def config_fields() -> list[dataclasses.Field]:
 
 
 def _add(group: argparse._ActionsContainer, name: str, section: str, parse: str, help: str) -> None:
+    # left out, a flag sets nothing (SUPPRESS: not even None, which is a value some fields take, e.g. --max_runs=all)
     spellings = (f"--{name}", f"--{section}.{name}")
     if parse == "bool":  # an on-switch; left out, the preset's value stands
-        group.add_argument(*spellings, dest=name, action="store_true", default=None, help=help)
+        group.add_argument(*spellings, dest=name, action="store_true", default=argparse.SUPPRESS, help=help)
     else:
-        group.add_argument(*spellings, dest=name, type=PARSERS[parse], default=None, help=help)
+        group.add_argument(*spellings, dest=name, type=PARSERS[parse], default=argparse.SUPPRESS, help=help)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
@@ -98,12 +99,12 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the flags in ``args`` give (those left out are absent): config fields by name, the methods'
     hyperparameters under ``hp`` and options under ``options``, ready for ``make_config(preset, **overrides)``."""
-    out: dict[str, Any] = {f.name: getattr(args, f.name) for f in config_fields()
-                           if getattr(args, f.name, None) is not None}
+    given = vars(args)
+    out: dict[str, Any] = {f.name: given[f.name] for f in config_fields() if f.name in given}
     from imdad_jax.objectives import hyperparameter_names, option_defaults
 
-    hp = {h: getattr(args, h) for h in hyperparameter_names() if getattr(args, h, None) is not None}
-    opts = {o: getattr(args, o) for o in option_defaults() if getattr(args, o, None) is not None}
+    hp = {h: given[h] for h in hyperparameter_names() if h in given}
+    opts = {o: given[o] for o in option_defaults() if o in given}
     if hp:
         out["hp"] = hp
     if opts:
