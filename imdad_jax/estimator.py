@@ -6,14 +6,22 @@
     det.center_, det.radius_, det.margin_      # the sphere, read off the final layer's weights
     det.save("model_dir"); IMDAD.load("model_dir")
 
-Every deep method of the registry has the same face (``DeepDetector(method="deep_sad")``, or the ``DeepSAD`` /
-``DeepSVDD`` shorthands). One ``fit`` is one run of the same engine the experiments use (``imdad_jax.train.fit``).
+Every deep method of the registry has the same face (``DeepDetector(method="deep_sad")``; ``IMDAD`` is the
+shorthand for the default method). One ``fit`` is one run of the same engine the experiments use
+(``imdad_jax.train.fit``), assembled by the same ``imdad_jax.build``.
+``features="patches"`` trains feature-patching SVDD instead (a frozen backbone's patch embeddings, a per-patch
+MLP head, the same sphere objectives; ``imdad_jax.feature_patching``, ``docs/method.md`` "Feature-patching SVDD"):
+
+    det = DeepDetector(method="deep_svdd", features="patches", backbone_params="bb.npz").fit(images)
+    det.decision_function(images_new); det.patch_scores(images_new)   # (N,) and an (N, h, w) map
+
 Conventions follow PyOD: ``predict`` returns 1 for anomalies and 0 for normals; ``score_samples`` follows
 scikit-learn (higher = more normal, the negated ``decision_function``).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import json
 import math
@@ -23,6 +31,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax import serialization, traverse_util
@@ -33,12 +42,22 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imdad_jax.build import FLOAT32_MAX, label_pools, model_input_shape, single_run, user_hyperparams
 from imdad_jax.data.runs import RunData
+from imdad_jax.feature_patching import (DEFAULT_BACKBONE_FEATURES, DEFAULT_LAYERS, PATCH_METHODS, check_backbone_params,
+                                        embed_images, init_backbone_params, load_backbone_params, patch_detector,
+                                        patch_maps)
 from imdad_jax.models import ARCHITECTURES, build_encoder
+from imdad_jax.models.patches import PATCH_REDUCTIONS, PatchBackbone, patch_embeddings
 from imdad_jax.objectives import REGISTRY, get_objective
 from imdad_jax.train import fit
 
-# build_encoder's optional blocks, settable through DeepDetector(encoder_options=...)
-ENCODER_OPTIONS = ("batch_norm", "dropout", "layer_norm", "residual", "se_attention", "projection")
+# build_encoder's optional blocks, settable through DeepDetector(encoder_options=...): every keyword it takes but the
+# widths and the convolution form, so a new encoder option reaches the estimator without an edit here
+ENCODER_OPTIONS = tuple(n for n in inspect.signature(build_encoder).parameters
+                        if n not in ("arch", "conv_features", "dense_features", "conv_impl"))
+FEATURES = ("raw", "patches")
+PATCH_DENSE_FEATURES = (64, 32)  # the patch head's default widths (fit_feature_patching's)
+PATCH_BATCH_SIZE = 64
+PATCH_SCORE_CHUNK = 1024  # images scored per call with features="patches" (embedded 256 at a time)
 
 
 class DeepDetector(BaseEstimator):
@@ -51,13 +70,28 @@ class DeepDetector(BaseEstimator):
     "dropout": 0.1}``; also ``layer_norm``, ``residual``, ``se_attention``, ``projection``), off by default.
     Tabular ``X`` is standardised with a scaler fit on the training normals (as the paper's protocol does);
     images are scaled from uint8 to [0, 1] (float images are used as given).
+
+    ``features``: ``"raw"`` (default) trains the encoder on ``X`` itself; ``"patches"`` is feature-patching SVDD
+    on images ``X`` (n, H, W[, C]): a frozen ``backbone`` (a linen module whose ``__call__`` returns a sequence
+    of NHWC feature maps; None = ``PatchBackbone(backbone_features)``) embeds every image once into patches
+    (the maps of stages ``patch_layers``, ``patch_size`` x ``patch_size`` local means, concatenated on the
+    first chosen stage's grid), and a bias-free MLP of ``dense_features`` (default (64, 32)) scores every patch
+    with the sphere head; ``patch_reduce`` (``"max"``, ``"mean"``) makes the image's score. Only the methods in
+    ``imdad_jax.feature_patching.PATCH_METHODS`` (an encoder and a sphere head alone) train it; ``arch`` must be
+    ``"auto"`` or ``"fc3"``, the default ``batch_size`` is 64. ``backbone_params``: the backbone's variables (a
+    tree), a path to a ``.npz`` / Orbax folder of them (``load_backbone_params``), or None for a random
+    initialisation from ``backbone_seed``, **for testing the mechanics only** (no pretrained weights ship).
+    The patch settings are ignored with ``features="raw"``.
     """
 
     def __init__(self, method: str = "imdad", arch: str = "auto", dense_features: tuple[int, ...] | None = None,
                  conv_features: tuple[int, ...] | None = None, epochs: int = 100, batch_size: int | None = None,
                  lr: float = 1e-3, weight_decay: float = 1e-6, anomaly_share: float | None = None,
                  hyperparams: dict[str, float] | None = None, random_state: int = 0,
-                 encoder_options: dict[str, Any] | None = None):
+                 encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
+                 backbone_features: tuple[int, ...] = DEFAULT_BACKBONE_FEATURES, backbone_params: Any = None,
+                 backbone_seed: int = 0, patch_layers: tuple[int, ...] = DEFAULT_LAYERS, patch_size: int = 3,
+                 patch_reduce: str = "max"):
         self.method = method
         self.arch = arch
         self.dense_features = dense_features
@@ -70,12 +104,26 @@ class DeepDetector(BaseEstimator):
         self.hyperparams = hyperparams
         self.random_state = random_state
         self.encoder_options = encoder_options
+        self.features = features
+        self.backbone = backbone
+        self.backbone_features = backbone_features
+        self.backbone_params = backbone_params
+        self.backbone_seed = backbone_seed
+        self.patch_layers = patch_layers
+        self.patch_size = patch_size
+        self.patch_reduce = patch_reduce
 
     # ---- input handling -------------------------------------------------------------------------------
     def _is_image(self, x: np.ndarray) -> bool:
         return x.ndim >= 3
 
+    def _patches(self) -> bool:
+        return self.features == "patches"
+
     def _check_x(self, X: Any, fitting: bool) -> np.ndarray:
+        if self._patches() and (sp.issparse(X) or hasattr(X, "columns") or np.ndim(X) not in (3, 4)):
+            raise ValueError(f"features='patches' takes images (n, H, W) or (n, H, W, C); X has shape {np.shape(X)}"
+                             " (for a table use features='raw')")
         if sp.issparse(X) or np.ndim(X) <= 2 or hasattr(X, "columns"):
             # scikit-learn's own validation: dtype, NaN/inf, sparse refused, n_features_in_ and
             # feature_names_in_ recorded at fit and checked afterwards (with its standard messages)
@@ -122,6 +170,10 @@ class DeepDetector(BaseEstimator):
 
     def _model(self, input_shape: tuple[int, ...]):
         obj, opts = self._objective()
+        if self._patches():  # the patch head on embeddings (N, P, D), whatever the images' shape
+            mlp = build_encoder("fc3", dense_features=tuple(self.dense_features or PATCH_DENSE_FEATURES),
+                                **(self.encoder_options or {}))
+            return patch_detector(obj, opts, mlp, self.patch_reduce)
         arch = self.arch if self.arch != "auto" else ("cnn2" if len(input_shape) >= 2 else "fc3")
         enc = build_encoder(arch, conv_features=self.conv_features, dense_features=self.dense_features,
                             **(self.encoder_options or {}))
@@ -183,6 +235,104 @@ class DeepDetector(BaseEstimator):
             if "projection" in opts and not (whole(opts["projection"]) and opts["projection"] >= 0):
                 raise ValueError(f"encoder_options['projection'] must be a whole number >= 0 (0 = none), "
                                  f"got {opts['projection']!r}")
+        if not isinstance(self.features, str) or self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if self._patches():
+            self._check_patch_settings(whole)
+
+    def _check_patch_settings(self, whole: Any) -> None:
+        if self.method in REGISTRY and self.method not in PATCH_METHODS:
+            raise ValueError(f"features='patches' trains the hypersphere methods {', '.join(PATCH_METHODS)}; "
+                             f"{self.method}'s model has a decoder or a classifier that has no patch counterpart")
+        if self.arch not in ("auto", "fc3") or self.conv_features is not None:
+            raise ValueError("features='patches' trains an MLP head on every patch (set its widths with "
+                             f"dense_features): arch must be 'auto' or 'fc3' and conv_features None, got "
+                             f"arch={self.arch!r}, conv_features={self.conv_features!r}")
+        if self.backbone is not None and not isinstance(self.backbone, nn.Module):
+            raise ValueError(f"backbone must be a flax linen module returning a sequence of NHWC feature maps, or "
+                             f"None for PatchBackbone(backbone_features); got {type(self.backbone).__name__}")
+        bf = self.backbone_features
+        if self.backbone is None and (isinstance(bf, (str, bytes)) or not hasattr(bf, "__iter__") or not bf
+                                      or not all(whole(w) and w >= 1 for w in bf)):
+            raise ValueError(f"backbone_features must be a non-empty sequence of stage widths >= 1 (e.g. (16, 32, "
+                             f"64)), got {bf!r}")
+        bp = self.backbone_params
+        if bp is not None and not isinstance(bp, (str, Path, dict)) and not hasattr(bp, "keys"):
+            raise ValueError(f"backbone_params must be a variables tree (a dict), a path to a .npz file or an Orbax "
+                             f"folder, or None for a seeded random initialisation; got {type(bp).__name__}")
+        if not whole(self.backbone_seed) or self.backbone_seed < 0:
+            raise ValueError(f"backbone_seed must be a whole number >= 0, got {self.backbone_seed!r}")
+        layers = self.patch_layers
+        if (isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__") or not layers
+                or not all(whole(i) and i >= 0 for i in layers)):
+            raise ValueError(f"patch_layers must be a non-empty sequence of backbone stages >= 0 (e.g. (1, 2)), "
+                             f"got {layers!r}")
+        if not whole(self.patch_size) or self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be an odd whole number >= 1 (e.g. 3), got {self.patch_size!r}")
+        if self.patch_reduce not in PATCH_REDUCTIONS:
+            raise ValueError(f"patch_reduce must be one of {PATCH_REDUCTIONS}, got {self.patch_reduce!r}")
+
+    # ---- feature patching --------------------------------------------------------------------------------
+    def _backbone(self) -> Any:
+        return self.backbone if self.backbone is not None else PatchBackbone(tuple(int(w) for w in
+                                                                                   self.backbone_features))
+
+    def _layers(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in self.patch_layers)
+
+    def _backbone_variables(self, input_shape: tuple[int, ...]) -> Any:
+        """The frozen backbone's variables: the user's tree or file, or the seeded random initialisation."""
+        backbone, bp = self._backbone(), self.backbone_params
+        if bp is None:
+            return init_backbone_params(backbone, input_shape, int(self.backbone_seed))
+        if isinstance(bp, (str, Path)):
+            return load_backbone_params(bp, backbone, input_shape)
+        return check_backbone_params(bp, backbone, input_shape)
+
+    def _check_grid(self, input_shape: tuple[int, ...]) -> None:
+        # stages that do not exist, or maps pooled down to nothing, would fail only inside JAX
+        maps = patch_maps(self._backbone(), self.backbone_params_, input_shape)
+        bad = [i for i in self._layers() if i >= len(maps)]
+        if bad:
+            raise ValueError(f"patch_layers {bad} are not stages of the backbone, which returns {len(maps)} feature "
+                             f"maps (stages 0..{len(maps) - 1})")
+        empty = [i for i in self._layers() if 0 in maps[i][1:3]]
+        if empty:
+            raise ValueError(f"images of shape {input_shape} leave no cells in backbone stages {empty} (maps "
+                             f"{[maps[i][1:3] for i in empty]}); use larger images, earlier patch_layers or fewer "
+                             "backbone stages")
+
+    def _embed(self, xt: np.ndarray) -> np.ndarray:
+        return embed_images(self._backbone(), self.backbone_params_, xt, self._layers(), int(self.patch_size))
+
+    def patch_grid(self) -> tuple[int, int]:
+        """The (h, w) grid of patches of the fitted detector's images (``features="patches"``)."""
+        check_is_fitted(self, "params_")
+        self._require_patches("patch_grid")
+        maps = patch_maps(self._backbone(), self.backbone_params_, self.input_shape_)
+        return tuple(maps[self._layers()[0]][1:3])
+
+    def _require_patches(self, what: str) -> None:
+        if not self._patches():
+            raise ValueError(f"{what} needs a feature-patching detector (features='patches'); this one has "
+                             f"features={self.features!r}")
+
+    def patch_embeddings(self, X: Any) -> np.ndarray:
+        """The frozen backbone's patch embeddings (N, P, D) of images ``X``: what the patch head sees."""
+        check_is_fitted(self, "params_")
+        self._require_patches("patch_embeddings")
+        return self._embed(self._transform(self._check_x(X, fitting=False)))
+
+    def patch_scores(self, X: Any) -> np.ndarray:
+        """Every patch's signed squared distance ``||z_p - c||^2 - R^2`` as an (N, h, w) map: where an image is
+        anomalous (``features="patches"``; its ``patch_reduce`` over the patches is ``decision_function``)."""
+        check_is_fitted(self, "params_")
+        self._require_patches("patch_scores")
+        xt = self._transform(self._check_x(X, fitting=False))
+        dist = _patch_scorer(self._model(()))
+        out = [np.asarray(dist(self.params_, self._embed(xt[i:i + PATCH_SCORE_CHUNK])))
+               for i in range(0, len(xt), PATCH_SCORE_CHUNK)]
+        return np.concatenate(out).reshape(len(xt), *self.patch_grid())
 
     def _hp(self) -> dict[str, np.ndarray]:
         self._check_settings()
@@ -244,7 +394,8 @@ class DeepDetector(BaseEstimator):
         res = fit(first._model(xt.shape[1:]), obj, opts, data, hp, keys, epochs=self.epochs, batch_size=batch,
                   anomaly_share=self.anomaly_share)
         for r, det in enumerate(runs):
-            for attr in ("input_shape_", "scaler_mean_", "scaler_scale_", "n_features_in_", "feature_names_in_"):
+            for attr in ("input_shape_", "scaler_mean_", "scaler_scale_", "n_features_in_", "feature_names_in_",
+                         "backbone_params_"):
                 if hasattr(first, attr):
                     setattr(det, attr, getattr(first, attr))
             det._store(res, r)
@@ -255,6 +406,8 @@ class DeepDetector(BaseEstimator):
         self._check_settings()
         obj, _ = self._objective()
         x = self._check_x(X, fitting=True)
+        if self._patches():
+            return self._prepare_patches(x, y, obj)
         normals, anomalies = label_pools(y, len(x), obj)
         if not self._is_image(x):
             scaler = StandardScaler().fit(x[normals])  # the training normals only, as in the paper's protocol
@@ -268,6 +421,15 @@ class DeepDetector(BaseEstimator):
             raise ValueError("X overflows float32 once standardised on the normal samples (a value far outside "
                              "the normals' spread, or near float32's limit 3.4e38); rescale the features first")
         return x, xt, single_run(xt, normals, anomalies), self.batch_size or (150 if self._is_image(x) else 50)
+
+    def _prepare_patches(self, x: np.ndarray, y: Any, obj: Any) -> tuple[np.ndarray, np.ndarray, RunData, int]:
+        """Feature patching: the images embedded once by the frozen backbone are the run's data (N, P, D)."""
+        normals, anomalies = label_pools(y, len(x), obj, what="images")
+        self.input_shape_ = tuple(x.shape[1:])
+        self.backbone_params_ = self._backbone_variables(self.input_shape_)
+        self._check_grid(self.input_shape_)
+        emb = self._embed(self._transform(x))
+        return x, emb, single_run(emb, normals, anomalies), self.batch_size or PATCH_BATCH_SIZE
 
     def _store(self, res: Any, r: int) -> None:
         self.params_ = jax.tree.map(lambda a: np.asarray(a[r]), res.state.params)
@@ -291,6 +453,11 @@ class DeepDetector(BaseEstimator):
         check_is_fitted(self, "params_")
         obj, opts = self._objective()
         xt = self._transform(self._check_x(X, fitting=False))
+        if self._patches():  # embedded and scored a block at a time, both programs compiled once (cached)
+            score = _scorer(self.method, self._model(()), opts)
+            return np.concatenate([np.asarray(score(self.params_, self.obj_state_,
+                                                    self._embed(xt[i:i + PATCH_SCORE_CHUNK])))
+                                   for i in range(0, len(xt), PATCH_SCORE_CHUNK)])
         score = _scorer(self.method, self._model(model_input_shape(self.input_shape_)), opts)
         return np.concatenate([np.asarray(score(self.params_, self.obj_state_, xt[i:i + 2048]))
                                for i in range(0, len(xt), 2048)])
@@ -306,16 +473,37 @@ class DeepDetector(BaseEstimator):
     # ---- persistence -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to directory ``path``: ``detector.json`` (the estimator's parameters, input
-        shape, scaler) and ``params.msgpack`` (the weights and the objective's state, ``flax.serialization``)."""
+        shape, scaler) and ``params.msgpack`` (the weights and the objective's state, ``flax.serialization``).
+
+        With ``features="patches"`` the frozen backbone's variables go into ``params.msgpack`` too (key
+        ``"backbone"``), so ``load`` needs no backbone file and gives the same scores; a ``backbone_params`` path
+        stays in ``detector.json`` as a record only. Only the default ``PatchBackbone`` (``backbone=None``) can
+        be saved this way: a custom backbone module is code, not data, and is refused with a ``ValueError``
+        (pickle such a detector instead)."""
         check_is_fitted(self, "params_")
+        params = self.get_params()
+        state = {"params": self.params_, "obj_state": self.obj_state_}
+        if self._patches():
+            if self.backbone is not None:
+                raise ValueError(
+                    f"save writes feature-patching detectors with the default PatchBackbone only (backbone=None, "
+                    f"its widths in backbone_features); a custom backbone module ({type(self.backbone).__name__}) "
+                    "is code that detector.json cannot hold. Keep this detector with pickle (pickle.dump(det, f); "
+                    "the module's class must be importable where it is loaded), or refit with a PatchBackbone")
+            state["backbone"] = self.backbone_params_
+            if isinstance(params["backbone_params"], Path):
+                params["backbone_params"] = str(params["backbone_params"])
+            elif params["backbone_params"] is not None and not isinstance(params["backbone_params"], str):
+                params["backbone_params"] = None  # the tree itself is the msgpack's "backbone"
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {"params": self.params_, "obj_state": self.obj_state_}
         (path / PARAMS_FILE).write_bytes(serialization.to_bytes(state))
-        meta = {"class": type(self).__name__, "params": self.get_params(), "input_shape": list(self.input_shape_),
+        meta = {"class": type(self).__name__, "params": params, "input_shape": list(self.input_shape_),
                 "scaler_mean": getattr(self, "scaler_mean_", np.zeros(0)).tolist(),
                 "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": SAVE_FORMAT,
                 "feature_names_in": getattr(self, "feature_names_in_", np.zeros(0)).tolist()}
+        if self._patches() and params["backbone_params"] is None and self.backbone_params is not None:
+            meta["backbone_params_in"] = PARAMS_FILE  # load puts the stored tree back into backbone_params
         (path / "detector.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
         (path / LEGACY_PARAMS_FILE).unlink(missing_ok=True)  # a format-1 save in the same folder is superseded
         return path
@@ -332,7 +520,7 @@ class DeepDetector(BaseEstimator):
         try:
             meta = json.loads((path / "detector.json").read_text())
             params, input_shape = dict(meta["params"]), tuple(meta["input_shape"])
-            for k in ("dense_features", "conv_features"):
+            for k in ("dense_features", "conv_features", "backbone_features", "patch_layers"):
                 if params.get(k) is not None:
                     params[k] = tuple(params[k])
             det = cls(**params)  # TypeError: a parameter this version does not know
@@ -347,21 +535,41 @@ class DeepDetector(BaseEstimator):
         if meta["scaler_mean"]:
             det.scaler_mean_ = np.asarray(meta["scaler_mean"], np.float32)
             det.scaler_scale_ = np.asarray(meta["scaler_scale"], np.float32)
-        template = det._template()
-        reader = _read_state if params_file.name == PARAMS_FILE else _read_legacy_state
-        det.params_, det.obj_state_ = reader(params_file, template)
+        if det._patches():
+            if params_file.name != PARAMS_FILE:
+                raise ValueError(f"{path} holds a feature-patching detector without {PARAMS_FILE}; save it again")
+            det._check_settings()
+            backbone = det._backbone()
+            sample = np.zeros((1, *model_input_shape(input_shape)), np.float32)
+            bb = jax.eval_shape(lambda: backbone.init(jax.random.PRNGKey(0), sample))
+            det.backbone_params_ = bb  # shapes only, for the head's template
+            state = _read_state(params_file, {**det._template(), "backbone": bb})
+            det.backbone_params_ = state["backbone"]
+            if meta.get("backbone_params_in"):
+                det.backbone_params = jax.tree.map(np.array, state["backbone"])  # a copy: params are not mutated
+        else:
+            reader = _read_state if params_file.name == PARAMS_FILE else _read_legacy_state
+            state = reader(params_file, det._template())
+        det.params_, det.obj_state_ = state["params"], state["obj_state"]
         det.diverged_ = False
         det._set_geometry()
         return det
 
-    def _template(self) -> tuple[Any, Any]:
-        """The (params, obj_state) tree of this detector's model, from shapes alone (nothing is computed)."""
+    def _template(self) -> dict[str, Any]:
+        """The {"params", "obj_state"} trees of this detector's model, from shapes alone (nothing is computed)."""
         obj, opts = self._objective()
         model = self._model(model_input_shape(self.input_shape_))
-        sample = np.zeros((1, *model_input_shape(self.input_shape_)), np.float32)
+        if self._patches():  # the head sees the embeddings (1, P, D), shaped by the backbone
+            images = jax.ShapeDtypeStruct((1, *model_input_shape(self.input_shape_)), np.float32)
+            emb = jax.eval_shape(lambda p, x: patch_embeddings(self._backbone(), p, x, self._layers(),
+                                                               int(self.patch_size)),
+                                 self.backbone_params_, images)
+            sample = np.zeros(emb.shape, emb.dtype)
+        else:
+            sample = np.zeros((1, *model_input_shape(self.input_shape_)), np.float32)
         init = getattr(model, "initialize", None)  # a model whose init runs a method of its own (flax's method=)
         params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample, **({"method": init} if init else {})))
-        return params, jax.eval_shape(lambda: obj.init_obj_state(opts))
+        return {"params": params, "obj_state": jax.eval_shape(lambda: obj.init_obj_state(opts))}
 
 
 SAVE_FORMAT = 2
@@ -379,14 +587,14 @@ def _check_shapes(path: Path, template: Any, leaves: list[np.ndarray]) -> None:
                          "detectors, save it again")
 
 
-def _read_state(path: Path, template: tuple[Any, Any]) -> tuple[Any, Any]:
-    """(params, obj_state) from a ``flax.serialization`` file, checked against the model's tree."""
+def _read_state(path: Path, template: dict[str, Any]) -> dict[str, Any]:
+    """{"params", "obj_state"[, "backbone"]} from a ``flax.serialization`` file, checked against the trees."""
     try:
         raw = serialization.msgpack_restore(path.read_bytes())
     except Exception as e:  # msgpack raises its own types (ExtraData, FormatError, ValueError...) for a cut file
         raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); save the detector again") \
             from None
-    want = serialization.to_state_dict({"params": template[0], "obj_state": template[1]})
+    want = serialization.to_state_dict(template)
     flat_want = traverse_util.flatten_dict(want, sep="/")
     flat_got = traverse_util.flatten_dict(raw, sep="/") if isinstance(raw, dict) else {}
     if set(flat_want) != set(flat_got):
@@ -395,12 +603,13 @@ def _read_state(path: Path, template: tuple[Any, Any]) -> tuple[Any, Any]:
                          f"unexpected {extra[:4]}): it was saved by a different version or method")
     keys = sorted(flat_want)
     _check_shapes(path, [flat_want[k] for k in keys], [flat_got[k] for k in keys])
-    state = serialization.from_state_dict({"params": template[0], "obj_state": template[1]}, raw)
-    return jax.tree.map(np.asarray, state["params"]), jax.tree.map(np.asarray, state["obj_state"])
+    state = serialization.from_state_dict(template, raw)
+    return {k: jax.tree.map(np.asarray, state[k]) for k in template}
 
 
-def _read_legacy_state(path: Path, template: tuple[Any, Any]) -> tuple[Any, Any]:
-    """(params, obj_state) from a format-1 ``params.npz`` (the leaves in tree order)."""
+def _read_legacy_state(path: Path, template: dict[str, Any]) -> dict[str, Any]:
+    """{"params", "obj_state"} from a format-1 ``params.npz`` (the leaves in tree order)."""
+    template = (template["params"], template["obj_state"])
     try:
         with np.load(path) as z:
             leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
@@ -414,7 +623,8 @@ def _read_legacy_state(path: Path, template: tuple[Any, Any]) -> tuple[Any, Any]
         raise ValueError(f"{path} holds {len(leaves)} arrays, the model needs {treedef.num_leaves}: it was saved "
                          "by a different version or method")
     _check_shapes(path, template, leaves)
-    return jax.tree.unflatten(treedef, leaves)
+    params, obj_state = jax.tree.unflatten(treedef, leaves)
+    return {"params": params, "obj_state": obj_state}
 
 
 @functools.lru_cache(maxsize=64)
@@ -425,6 +635,12 @@ def _scorer(method: str, model: Any, opts: Any):
     return jax.jit(lambda p, s, x: obj.score(p, s, model, x, opts))
 
 
+@functools.lru_cache(maxsize=16)
+def _patch_scorer(model: Any):
+    # the (N, P) map of a feature-patching model's patch distances, compiled once per model
+    return jax.jit(lambda p, e: model.apply(p, e, method="patch_distances"))
+
+
 class IMDAD(DeepDetector):
     """IMD-AD (the default method) with the estimator API of ``DeepDetector``."""
 
@@ -432,9 +648,15 @@ class IMDAD(DeepDetector):
                  conv_features: tuple[int, ...] | None = None, epochs: int = 100, batch_size: int | None = None,
                  lr: float = 1e-3, weight_decay: float = 1e-6, anomaly_share: float | None = None,
                  hyperparams: dict[str, float] | None = None, random_state: int = 0,
-                 encoder_options: dict[str, Any] | None = None):
+                 encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
+                 backbone_features: tuple[int, ...] = DEFAULT_BACKBONE_FEATURES, backbone_params: Any = None,
+                 backbone_seed: int = 0, patch_layers: tuple[int, ...] = DEFAULT_LAYERS, patch_size: int = 3,
+                 patch_reduce: str = "max"):
         super().__init__("imdad", arch, dense_features, conv_features, epochs, batch_size, lr, weight_decay,
-                         anomaly_share, hyperparams, random_state, encoder_options)
+                         anomaly_share, hyperparams, random_state, encoder_options, features=features,
+                         backbone=backbone, backbone_features=backbone_features, backbone_params=backbone_params,
+                         backbone_seed=backbone_seed, patch_layers=patch_layers, patch_size=patch_size,
+                         patch_reduce=patch_reduce)
 
 
 __all__ = ["DeepDetector", "IMDAD", "model_input_shape"]

@@ -10,7 +10,9 @@ The model pieces are in ``imdad_jax.models.patches``; this module is the glue:
 * ``build_patch_model``: the patch head + sphere head for a config (``ExperimentConfig.feature_patching``), and
   ``patch_split``: an experiment's images replaced by their embeddings, so ``imdad_jax.experiment`` trains,
   tunes and scores every run as for any other model;
-* ``fit_feature_patching``: one detector from a user's images, with ``decision_function`` and ``patch_scores``.
+* ``fit_feature_patching``: one detector from a user's images, a shorthand for the scikit-learn estimator
+  ``DeepDetector(features="patches", ...)`` (``imdad_jax.estimator``), with ``decision_function``,
+  ``patch_scores``, ``save`` / ``load``.
 
 The engine and the objectives are unchanged: ``PatchSphereDetector`` answers ``apply`` with one signed squared
 distance per image, as ``SphereDetector`` does (``docs/method.md``, "Feature-patching SVDD").
@@ -18,24 +20,24 @@ distance per image, as ``SphereDetector`` does (``docs/method.md``, "Feature-pat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zipfile
 import zlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
+from flax import serialization, traverse_util
 
 from imdad_jax.models import SphereDetector, build_encoder
 from imdad_jax.models.patches import (PATCH_REDUCTIONS, PatchBackbone, PatchSphereDetector, PatchSphereEncoder,
                                       patch_embeddings)
-from imdad_jax.objectives import REGISTRY, get_objective
-from imdad_jax.build import encoder_options, label_pools, single_run, user_hyperparams
-from imdad_jax.train import fit
+from imdad_jax.objectives import REGISTRY
+from imdad_jax.build import encoder_options
 
 DEFAULT_BACKBONE_FEATURES = (16, 32, 64)
 DEFAULT_LAYERS = (1, 2)  # the intermediate stages, as PatchCore / FPSVDD take ResNet's layer2 and layer3
@@ -119,17 +121,10 @@ def _read_params_file(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable .npz of backbone parameters ({type(e).__name__}: {e})") from None
 
 
-def load_backbone_params(path: str | Path, backbone: nn.Module, input_shape: Sequence[int]) -> Any:
-    """The backbone variables stored at ``path``, checked against ``backbone``'s own parameter tree.
-
-    ``path``: a ``.npz`` with one array per leaf under its "a/b/c" path (``save_backbone_params``; the leading
-    "params/" may be left out) or an Orbax PyTree checkpoint folder of the same tree. A missing, unexpected or
-    wrongly shaped array is a ``ValueError`` that names them all, with the shapes the backbone needs.
-    """
-    path = Path(path)
+def _fit_tree(got: dict[str, np.ndarray], backbone: nn.Module, input_shape: Sequence[int], what: str) -> Any:
+    """The flat {"a/b/c": array} ``got`` checked against ``backbone``'s variables and cast to their dtypes."""
     template = jax.eval_shape(lambda: backbone.init(jax.random.PRNGKey(0), _sample(input_shape)))
     want = traverse_util.flatten_dict(template, sep="/")
-    got = _read_params_file(path)
     if got and not any(k in want for k in got) and all(f"params/{k}" in want for k in got):
         got = {f"params/{k}": v for k, v in got.items()}  # a bare parameter tree, without the collection name
     missing = sorted(set(want) - set(got))
@@ -140,16 +135,38 @@ def load_backbone_params(path: str | Path, backbone: nn.Module, input_shape: Seq
                  + [f"unexpected: {k} {tuple(got[k].shape)}" for k in unexpected]
                  + [f"shape: {k} is {tuple(got[k].shape)}, the backbone needs {tuple(want[k].shape)}" for k in shapes])
         more = f"\n  ... and {len(lines) - 12} more" if len(lines) > 12 else ""
-        raise ValueError(f"{path} does not fit the backbone {type(backbone).__name__}"
+        raise ValueError(f"{what} does not fit the backbone {type(backbone).__name__}"
                          f"{tuple(getattr(backbone, 'features', ()))} on inputs {tuple(input_shape)}:\n  "
                          + "\n  ".join(lines[:12]) + more
                          + "\nThe file must hold this backbone's variables (e.g. written by save_backbone_params); "
                            "for PatchBackbone, set its features (--backbone_features) to the widths the file has")
     bad_dtype = sorted(k for k in got if not np.issubdtype(got[k].dtype, np.floating))
     if bad_dtype:
-        raise ValueError(f"{path}: arrays {bad_dtype[:4]} are not floating point; backbone weights must be")
+        raise ValueError(f"{what}: arrays {bad_dtype[:4]} are not floating point; backbone weights must be")
     flat = {k: got[k].astype(want[k].dtype) for k in want}
     return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def load_backbone_params(path: str | Path, backbone: nn.Module, input_shape: Sequence[int]) -> Any:
+    """The backbone variables stored at ``path``, checked against ``backbone``'s own parameter tree.
+
+    ``path``: a ``.npz`` with one array per leaf under its "a/b/c" path (``save_backbone_params``; the leading
+    "params/" may be left out) or an Orbax PyTree checkpoint folder of the same tree. A missing, unexpected or
+    wrongly shaped array is a ``ValueError`` that names them all, with the shapes the backbone needs.
+    """
+    path = Path(path)
+    return _fit_tree(_read_params_file(path), backbone, input_shape, str(path))
+
+
+def check_backbone_params(params: Any, backbone: nn.Module, input_shape: Sequence[int]) -> Any:
+    """A user's variables tree for ``backbone``, checked as ``load_backbone_params`` checks a file: the same
+    leaves as numpy arrays of the backbone's dtypes (float32 values are kept bit for bit)."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"backbone_params must be a variables tree (a dict such as {{'params': ...}}), a path to a "
+                         f".npz file or an Orbax folder, or None; got {type(params).__name__}")
+    flat = traverse_util.flatten_dict(serialization.to_state_dict(params), sep="/")
+    got = {k: np.asarray(v) for k, v in flat.items()}
+    return _fit_tree(got, backbone, input_shape, "backbone_params")
 
 
 def backbone_params_for(backbone: nn.Module, input_shape: Sequence[int], path: str | Path | None = None,
@@ -171,21 +188,45 @@ def as_images(x: Any) -> np.ndarray:
     return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_embedder(backbone: nn.Module, layers: tuple[int, ...], patch: int):
+    return jax.jit(lambda p, xb: patch_embeddings(backbone, p, xb, layers, patch))
+
+
+def embedder(backbone: nn.Module, layers: Sequence[int] = DEFAULT_LAYERS, patch: int = 3):
+    """The jitted ``patch_embeddings`` of ``backbone``, ``layers``, ``patch``: ``f(backbone_params, images)``.
+
+    One compiled function per (backbone, layers, patch), cached here at module level (flax modules hash by
+    their fields), so repeated embeddings and scorings of a detector trace nothing anew; a backbone module that
+    cannot be hashed (a list among its fields) gets a fresh one.
+    """
+    layers, patch = tuple(int(i) for i in layers), int(patch)
+    try:
+        return _cached_embedder(backbone, layers, patch)
+    except TypeError:  # an unhashable module: nothing to key the cache on
+        return jax.jit(lambda p, xb: patch_embeddings(backbone, p, xb, layers, patch))
+
+
 def embed_images(backbone: nn.Module, backbone_params: Any, x: np.ndarray, layers: Sequence[int] = DEFAULT_LAYERS,
                  patch: int = 3, chunk: int = 256) -> np.ndarray:
     """``patch_embeddings`` of images ``x`` (N, H, W[, C]) in chunks, on the host as float32 (N, P, D).
 
     The result is N * P * D * 4 bytes (Fashion-MNIST with the default backbone: 49 patches x 96 features, 19 kB
-    an image, 1.1 GB for the 60000 training images).
+    an image, 1.1 GB for the 60000 training images). The compiled function is ``embedder``'s, reused.
     """
     x = as_images(x)
-    layers = tuple(int(i) for i in layers)
-    f = jax.jit(lambda p, xb: patch_embeddings(backbone, p, xb, layers, patch))
+    f = embedder(backbone, layers, patch)
     params = jax.device_put(backbone_params)
     parts = [np.asarray(f(params, jnp.asarray(x[i:i + chunk]))) for i in range(0, len(x), chunk)]
     if not parts:
         raise ValueError("no images to embed")
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def patch_maps(backbone: nn.Module, backbone_params: Any, input_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """The shapes (1, h, w, C) of the backbone's feature maps for images of ``input_shape`` (shapes only)."""
+    maps = jax.eval_shape(lambda p: backbone.apply(p, _sample(input_shape)), backbone_params)
+    return [tuple(m.shape) for m in maps]
 
 
 def patch_grid(backbone: nn.Module, backbone_params: Any, input_shape: Sequence[int],
@@ -242,81 +283,36 @@ def patch_split(cfg: Any, split: Any) -> Any:
 
 # ---- one detector from a user's images ----------------------------------------------------------------------
 
-@dataclasses.dataclass
-class FeaturePatchingDetector:
-    """A trained feature-patching detector: the frozen backbone, its patch settings and the trained head."""
-
-    method: str
-    backbone: nn.Module
-    backbone_params: Any
-    layers: tuple[int, ...]
-    patch: int
-    model: PatchSphereDetector
-    opts: Any
-    params: Any
-    obj_state: Any
-    input_shape: tuple[int, ...]
-    history: dict[str, np.ndarray]
-    diverged: bool
-
-    def embed(self, x: Any) -> np.ndarray:
-        """The frozen backbone's patch embeddings (N, P, D) of images ``x``."""
-        x = as_images(x)
-        if x.shape[1:] != self.input_shape:
-            raise ValueError(f"images of shape {x.shape[1:]}; the detector was fit on {self.input_shape}")
-        return embed_images(self.backbone, self.backbone_params, x, self.layers, self.patch)
-
-    def decision_function(self, x: Any) -> np.ndarray:
-        """Anomaly scores of images ``x``, higher = more anomalous (the objective's own ``score``)."""
-        obj = get_objective(self.method)
-        score = jax.jit(lambda p, s, e: obj.score(p, s, self.model, e, self.opts))
-        e = self.embed(x)
-        return np.concatenate([np.asarray(score(self.params, self.obj_state, e[i:i + 1024]))
-                               for i in range(0, len(e), 1024)])
-
-    def patch_scores(self, x: Any) -> np.ndarray:
-        """Every patch's signed squared distance ``||z_p - c||^2 - R^2`` as an (N, h, w) map: where it is anomalous."""
-        h, w = patch_grid(self.backbone, self.backbone_params, self.input_shape, self.layers)
-        s = self.model.apply(self.params, jnp.asarray(self.embed(x)), method="patch_distances")
-        return np.asarray(s).reshape(len(s), h, w)
-
-
 def fit_feature_patching(x: Any, y: Any = None, *, method: str = "deep_svdd", backbone: nn.Module | None = None,
                          backbone_params: Any = None, backbone_seed: int = 0,
                          layers: Sequence[int] = DEFAULT_LAYERS, patch: int = 3, reduce: str = "max",
                          dense_features: Sequence[int] = (64, 32), epochs: int = 20, batch_size: int = 64,
                          lr: float = 1e-3, weight_decay: float = 1e-6, hyperparams: dict[str, float] | None = None,
-                         seed: int = 0) -> FeaturePatchingDetector:
+                         seed: int = 0) -> Any:
     """Train a feature-patching detector on images ``x`` (N, H, W[, C]); ``y`` (0/1) marks labelled anomalies.
 
-    ``backbone``: a linen module returning a sequence of NHWC feature maps (default ``PatchBackbone()``);
-    ``backbone_params``: its variables, or a path to a file of them (``load_backbone_params``), or None for a
-    random initialisation from ``backbone_seed``, **for testing the mechanics only**. ``layers``: the stages
-    whose maps are patched; ``patch``: the neighbourhood size; ``reduce``: how patch distances make the image's
-    (``"max"``, ``"mean"``). The head is a bias-free MLP of ``dense_features`` (the last is k), trained by the
-    engine with ``method``'s unchanged objective on the precomputed embeddings; the backbone is never updated.
+    A shorthand for ``DeepDetector(features="patches", ...).fit(x, y)`` (``imdad_jax.estimator``), which it
+    returns: ``decision_function``, ``patch_scores``, ``patch_embeddings``, ``save`` / ``load`` and the fitted
+    ``params_``, ``obj_state_``, ``history_``, ``diverged_``, ``backbone_params_``. ``backbone``: a linen module
+    returning a sequence of NHWC feature maps (default ``PatchBackbone()``); ``backbone_params``: its variables,
+    or a path to a file of them (``load_backbone_params``), or None for a random initialisation from
+    ``backbone_seed``, **for testing the mechanics only**. ``layers``: the stages whose maps are patched
+    (``patch_layers``); ``patch``: the neighbourhood size (``patch_size``); ``reduce``: how patch distances make
+    the image's (``"max"``, ``"mean"``; ``patch_reduce``). The head is a bias-free MLP of ``dense_features`` (the
+    last is k), trained by the engine with ``method``'s unchanged objective on the precomputed embeddings; the
+    backbone is never updated. ``seed`` is the estimator's ``random_state``.
     """
-    obj = get_objective(method)
-    images = as_images(x)
-    backbone = backbone if backbone is not None else PatchBackbone(DEFAULT_BACKBONE_FEATURES)
-    if backbone_params is None or isinstance(backbone_params, (str, Path)):
-        backbone_params = backbone_params_for(backbone, images.shape[1:], backbone_params, backbone_seed)
-    normals, anomalies = label_pools(y, len(images), obj, what="images")
-    opts = obj.options()
-    model = patch_detector(obj, opts, build_encoder("fc3", dense_features=tuple(dense_features)), reduce)
-    layers = tuple(int(i) for i in layers)
-    emb = embed_images(backbone, backbone_params, images, layers, patch)
-    data = single_run(emb, normals, anomalies)
-    hp = user_hyperparams(obj, lr, weight_decay, hyperparams)
-    keys = np.asarray(jax.random.PRNGKey(seed))[None]
-    res = fit(model, obj, opts, data, hp, keys, epochs=epochs, batch_size=batch_size)
-    one = lambda t: jax.tree.map(lambda a: np.asarray(a[0]), t)  # noqa: E731
-    return FeaturePatchingDetector(method, backbone, backbone_params, layers, patch, model, opts,
-                                   one(res.state.params), one(res.state.obj_state), tuple(images.shape[1:]),
-                                   {k: np.asarray(v)[:, 0] for k, v in res.history.items()}, bool(res.diverged[0]))
+    from imdad_jax.estimator import DeepDetector  # the estimator imports this module
+
+    det = DeepDetector(method=method, features="patches", backbone=backbone, backbone_params=backbone_params,
+                       backbone_seed=backbone_seed, patch_layers=tuple(int(i) for i in layers), patch_size=patch,
+                       patch_reduce=reduce, dense_features=tuple(dense_features), epochs=epochs,
+                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, hyperparams=hyperparams,
+                       random_state=seed)
+    return det.fit(x, y)
 
 
-__all__ = ["DEFAULT_BACKBONE_FEATURES", "DEFAULT_LAYERS", "PATCH_METHODS", "FeaturePatchingDetector",
-           "as_images", "backbone_params_for", "build_patch_model", "config_backbone", "embed_images",
+__all__ = ["DEFAULT_BACKBONE_FEATURES", "DEFAULT_LAYERS", "PATCH_METHODS", "as_images", "backbone_params_for",
+           "build_patch_model", "check_backbone_params", "config_backbone", "embed_images", "embedder",
            "fit_feature_patching", "init_backbone_params", "load_backbone_params", "patch_detector", "patch_grid",
-           "patch_split", "save_backbone_params"]
+           "patch_maps", "patch_split", "save_backbone_params"]

@@ -186,12 +186,12 @@ def test_deep_svdd_trains_the_patch_head_and_leaves_the_backbone_frozen():
     det = fit_feature_patching(xn, method="deep_svdd", backbone=bb, backbone_params=params, epochs=60, lr=1e-2,
                                batch_size=32, dense_features=(32, 16))
     # the backbone is untouched and not among the trained parameters: only the patch MLP and the sphere head
-    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(det.backbone_params), strict=True):
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(det.backbone_params_), strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
-    assert set(det.params["params"]) == {"encoder", "head"}
-    assert set(det.params["params"]["encoder"]["mlp"]) == {"dense0", "dense1"}
-    np.testing.assert_array_equal(det.embed(xn[:4]), embed_images(bb, before, xn[:4]))
-    assert not det.diverged and det.history["loss"][-1] < det.history["loss"][0]
+    assert set(det.params_["params"]) == {"encoder", "head"}
+    assert set(det.params_["params"]["encoder"]["mlp"]) == {"dense0", "dense1"}
+    np.testing.assert_array_equal(det.patch_embeddings(xn[:4]), embed_images(bb, before, xn[:4]))
+    assert not det.diverged_ and det.history_["loss"][-1] < det.history_["loss"][0]
     scores = det.decision_function(xt)
     assert scores.shape == (96,) and np.all(np.isfinite(scores))
     # seeds 0-2 (run and backbone) of this setting gave 0.986-0.991; a smaller backbone (8, 16, 16) trained 5
@@ -246,3 +246,107 @@ def test_config_validates_feature_patching_and_the_cli_carries_it(tmp_path):
     assert results_stem(cfg, RunSettings()).startswith("mnist_imdad_fp_")
     assert not cli.config_from_args(cli.parse_args(["--dataset=mnist", "--class=0", "--preset=tiny"])).feature_patching
     assert isinstance(build_model(cfg, (196, 12)), PatchSphereDetector)
+
+
+# ---- feature patching as an option of the scikit-learn estimator ----------------------------------------------
+
+def test_deep_detector_with_feature_patching_fits_scores_saves_and_compiles_once(tmp_path):
+    import pickle
+
+    from sklearn.base import clone
+
+    from imdad_jax import estimator, feature_patching
+    from imdad_jax.estimator import IMDAD, DeepDetector
+
+    x = textures(40, False, seed=0)
+    xt = np.concatenate([textures(6, False, seed=2), textures(6, True, seed=3)])
+    kw = dict(method="deep_svdd", features="patches", backbone_features=(4, 8, 8), dense_features=(8, 4),
+              epochs=2, batch_size=16)
+    det = DeepDetector(**kw).fit(x)
+    # the same numbers as the function the estimator replaces, and as its own embeddings scored by the model
+    np.testing.assert_array_equal(det.decision_function(xt), fit_feature_patching(
+        x, method="deep_svdd", backbone=PatchBackbone((4, 8, 8)), dense_features=(8, 4), epochs=2,
+        batch_size=16).decision_function(xt))
+    s = det.decision_function(xt)
+    assert s.shape == (12,) and np.isfinite(s).all() and not det.diverged_
+    maps = det.patch_scores(xt)
+    assert maps.shape == (12, 4, 4) and det.patch_grid() == (4, 4)  # stage 1 of 16x16 images: a 4x4 grid
+    np.testing.assert_allclose(maps.reshape(12, -1).max(axis=1), s, rtol=1e-5, atol=1e-6)
+    assert det.patch_embeddings(xt).shape == (12, 16, 16)  # stages 1 and 2: 8 + 8 features a patch
+    assert det.center_.shape == (4,)
+
+    # a second decision_function compiles nothing: both programs come from the module-level caches
+    emb_before, score_before = feature_patching._cached_embedder.cache_info(), estimator._scorer.cache_info()
+    jitted = feature_patching.embedder(PatchBackbone((4, 8, 8)), (1, 2), 3)
+    compiled = jitted._cache_size()
+    np.testing.assert_array_equal(det.decision_function(xt), s)
+    emb_after, score_after = feature_patching._cached_embedder.cache_info(), estimator._scorer.cache_info()
+    assert emb_after.hits > emb_before.hits and emb_after.misses == emb_before.misses
+    assert score_after.hits > score_before.hits and score_after.misses == score_before.misses
+    assert jitted._cache_size() == compiled
+
+    # save / load: the backbone's variables travel in params.msgpack, so no backbone file is needed
+    det.save(tmp_path / "fp")
+    back = DeepDetector.load(tmp_path / "fp")
+    np.testing.assert_array_equal(back.decision_function(xt), s)
+    np.testing.assert_array_equal(back.patch_scores(xt), maps)
+    assert back.get_params() == det.get_params()
+    # a backbone given as a variables tree is stored there too; a custom backbone module is refused
+    tree = init_backbone_params(PatchBackbone((4, 8, 8)), (16, 16), seed=0)
+    det_tree = DeepDetector(**kw, backbone_params=tree).fit(x)
+    np.testing.assert_array_equal(det_tree.decision_function(xt), s)  # the same variables as backbone_seed=0
+    det_tree.save(tmp_path / "tree")
+    back = DeepDetector.load(tmp_path / "tree")
+    np.testing.assert_array_equal(back.decision_function(xt), s)
+    np.testing.assert_array_equal(back.backbone_params["params"]["conv0"]["kernel"], tree["params"]["conv0"]["kernel"])
+    # a backbone_params file is read at fit only: the saved detector loads without it
+    det_file = DeepDetector(**kw, backbone_params=str(save_backbone_params(tree, tmp_path / "bb.npz"))).fit(x)
+    det_file.save(tmp_path / "file")
+    (tmp_path / "bb.npz").unlink()
+    np.testing.assert_array_equal(DeepDetector.load(tmp_path / "file").decision_function(xt), s)
+    custom = DeepDetector(**{**kw, "backbone_features": None}, backbone=PatchBackbone((4, 8, 8)),
+                          backbone_params=tree).fit(x)
+    np.testing.assert_array_equal(custom.decision_function(xt), s)
+    with pytest.raises(ValueError, match="default PatchBackbone only"):
+        custom.save(tmp_path / "custom")
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(custom)).decision_function(xt), s)
+
+    # sklearn's parameter protocol carries the new settings
+    c = clone(custom)
+    assert c.get_params()["backbone"] == PatchBackbone((4, 8, 8)) and c.get_params()["features"] == "patches"
+    assert IMDAD(features="patches", patch_size=1).get_params()["patch_size"] == 1
+    assert set(DeepDetector().get_params()) >= {"features", "backbone", "backbone_features", "backbone_params",
+                                                "backbone_seed", "patch_layers", "patch_size", "patch_reduce"}
+
+    # clear errors: a table, a method without a patch form, a raw detector's patch map, bad settings
+    with pytest.raises(ValueError, match="features='patches' takes images"):
+        DeepDetector(**kw).fit(x.reshape(40, -1))
+    with pytest.raises(ValueError, match="features='patches' takes images"):
+        det.decision_function(xt.reshape(12, -1))
+    with pytest.raises(ValueError, match="hypersphere methods"):
+        DeepDetector(**{**kw, "method": "drocc"}).fit(x)
+    with pytest.raises(ValueError, match="needs a feature-patching detector"):
+        DeepDetector(method="deep_svdd", epochs=1, dense_features=(4,)).fit(x.reshape(40, -1)).patch_scores(x)
+    for bad, match in (({"features": "pixels"}, "features must be"), ({"patch_size": 2}, "odd"),
+                       ({"patch_layers": (3,)}, "not stages"), ({"patch_reduce": "sum"}, "patch_reduce"),
+                       ({"arch": "cnn2"}, "arch must be"), ({"backbone_features": (4, 4, 4, 4, 4),
+                                                            "patch_layers": (4,)}, "no cells")):
+        with pytest.raises(ValueError, match=match):
+            DeepDetector(**{**kw, **bad}).fit(x)
+
+
+def test_feature_patching_fit_many_and_imdad_with_labels():
+    from sklearn.base import clone
+
+    from imdad_jax.estimator import IMDAD, DeepDetector
+
+    x = np.concatenate([textures(30, False, seed=0), textures(6, True, seed=1)])
+    y = np.r_[np.zeros(30), np.ones(6)]
+    kw = dict(features="patches", backbone_features=(4, 8, 8), dense_features=(8, 4), epochs=2, batch_size=16)
+    dets = DeepDetector(method="deep_sad", **kw).fit_many(x, y, grid={"lr": [1e-3, 1e-2]})
+    assert [d.lr for d in dets] == [1e-3, 1e-2]
+    alone = clone(dets[1]).fit(x, y)
+    np.testing.assert_allclose(dets[1].decision_function(x), alone.decision_function(x), rtol=1e-4, atol=1e-5)
+    assert dets[1].patch_scores(x[:3]).shape == (3, 4, 4)
+    imdad = IMDAD(**kw, patch_reduce="mean").fit((x * 255).astype(np.uint8), y)
+    assert imdad.decision_function(x[:5]).shape == (5,) and imdad.margin_ > 0
