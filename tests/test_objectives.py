@@ -223,3 +223,21 @@ def test_the_protocol_is_checked_at_registration_and_fills_the_optional_hooks():
     assert REGISTRY["imdad"].signed_distance is not None and REGISTRY["deep_sad"].signed_distance is None
     with pytest.raises(ValueError, match="center_constraint must be one of"):
         REGISTRY["imdad"].options({"center_constraint": "lagrange"})
+
+
+def test_the_head_takes_steps_of_its_own_size_with_solver_head_lr():
+    from imdad_jax.train import make_optimizer
+
+    params = {"params": {"encoder": {"kernel": jnp.ones(3)}, "head": {"b": jnp.ones(()), "rho": jnp.ones(())}}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    for head_lr, want_head in ((None, 1e-3), (0.1, 0.1)):
+        tx = make_optimizer(1e-3, 0.0, (), 0.1, head_lr)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        # Adam's first step is the step size times the gradient's sign, for every coordinate
+        np.testing.assert_allclose(updates["params"]["encoder"]["kernel"], -1e-3, rtol=1e-4)
+        np.testing.assert_allclose(updates["params"]["head"]["b"], -want_head, rtol=1e-4)
+    imdad = REGISTRY["imdad"]
+    hp = {**imdad.DEFAULT_HP, "lr": 1e-3, "weight_decay": 0.0}
+    assert imdad.head_step_size(hp, imdad.options({"solver": "paper"})) is None
+    assert imdad.head_step_size(hp, imdad.options({"solver": "head_lr"})) == hp["head_lr"]
+    assert REGISTRY["deep_sad"].head_step_size(hp, REGISTRY["deep_sad"].options()) is None

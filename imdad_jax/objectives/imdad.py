@@ -29,8 +29,12 @@ from imdad_jax.models import HypersphereHead, SphereDetector
 from imdad_jax.models.head import sphere_geometry
 
 CENTER_CONSTRAINTS = ("projection", "multiplier", "augmented")
-HYPERPARAMS = ("nu", "nu1", "nu2", "dual_lr")
-DEFAULT_HP = {"nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1}
+# How the primal is solved: "paper" (Adam with one step size lr for every weight, the paper's Algorithm 1) or
+# "head_lr" (the sphere's parameters w, b, rho take Adam steps of their own size head_lr; docs/method.md,
+# "The sphere's step size").
+SOLVERS = ("paper", "head_lr")
+HYPERPARAMS = ("nu", "nu1", "nu2", "dual_lr", "head_lr")
+DEFAULT_HP = {"nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1, "head_lr": 0.1}
 USES_ANOMALIES = True
 
 
@@ -40,6 +44,7 @@ class Options(NamedTuple):
     margin_param: str = "softplus"
     center_constraint: str = "projection"
     kappa: float = 10.0
+    solver: str = "paper"
 
 
 def make_model(encoder: nn.Module, input_shape: tuple[int, ...], opts: Options) -> nn.Module:
@@ -131,8 +136,13 @@ def geometry(params: Any, duals: Any, opts: Options) -> dict[str, jnp.ndarray]:
     return {"radius2": g.radius2, "margin2": g.margin2, "center_norm": jnp.linalg.norm(g.center, axis=-1)}
 
 
+def head_step_size(hp: Mapping[str, Any], opts: Options) -> Any:
+    """The head's own step size (``solver="head_lr"``), or None: the paper's one step size for every weight."""
+    return hp["head_lr"] if opts.solver == "head_lr" else None
+
+
 def validate_options(opts: Options) -> None:
-    """The constraint form and margin parametrisation must be known; kappa > 0 and finite."""
+    """The constraint form, margin parametrisation and solver must be known; kappa > 0 and finite."""
     import math
 
     from imdad_jax.models import MARGIN_PARAMS
@@ -141,13 +151,15 @@ def validate_options(opts: Options) -> None:
         raise ValueError(f"center_constraint must be one of {CENTER_CONSTRAINTS}, got {opts.center_constraint!r}")
     if opts.margin_param not in MARGIN_PARAMS:
         raise ValueError(f"margin_param must be one of {MARGIN_PARAMS}, got {opts.margin_param!r}")
+    if opts.solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {opts.solver!r}")
     if not (isinstance(opts.kappa, (int, float)) and opts.kappa > 0 and math.isfinite(opts.kappa)
             and abs(opts.kappa) <= 3.4028234663852886e38):
         raise ValueError(f"kappa must be > 0 and finite, got {opts.kappa}; pass e.g. --kappa=10")
 
 
 def validate_hp(hp: Mapping[str, Any]) -> None:
-    """nu, nu1, nu2 in (0, 1]; dual_lr > 0. Raises ValueError naming the bad value and the fix."""
+    """nu, nu1, nu2 in (0, 1]; dual_lr and head_lr > 0. Raises ValueError naming the bad value and the fix."""
     import numpy as np
 
     for name in ("nu", "nu1", "nu2"):
@@ -157,3 +169,6 @@ def validate_hp(hp: Mapping[str, Any]) -> None:
     v = np.asarray(hp["dual_lr"], dtype=float)
     if not np.all((v > 0) & np.isfinite(v)):  # an infinite step passes "> 0" and only shows as divergence
         raise ValueError(f"dual_lr must be > 0 and finite, got {v.tolist()}; pass e.g. --dual_lr=0.1")
+    v = np.asarray(hp["head_lr"], dtype=float)
+    if not np.all((v > 0) & np.isfinite(v)):
+        raise ValueError(f"head_lr must be > 0 and finite, got {v.tolist()}; pass e.g. --head_lr=0.1")

@@ -31,6 +31,10 @@ def _any_options(opts: Any) -> None:
     return None
 
 
+def _shared_step(hp: Mapping, opts: Any) -> None:
+    return None
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one record per registered module
 class Objective:
     """One registered objective: the module's functions with the optional hooks filled in.
@@ -39,7 +43,7 @@ class Objective:
     ``DEFAULT_HP`` (the per-run numbers it reads from ``hp``), ``USES_ANOMALIES``, ``make_model``,
     ``init_obj_state``, ``loss``, ``score``, ``validate_hp``.
     Optional, defaulted here: ``update_obj_state`` and ``project`` (identity), ``validate_options`` (accepts
-    anything), ``prepare_features`` + ``prepare`` (None: no initial pass over the normals), ``geometry`` and
+    anything), ``head_step_size(hp, opts)`` (the head's own step size per run, or None: ``lr`` for every weight), ``prepare_features`` + ``prepare`` (None: no initial pass over the normals), ``geometry`` and
     ``signed_distance`` (None: no sphere to read off the weights).
     """
 
@@ -57,6 +61,7 @@ class Objective:
     update_obj_state: Callable = _keep_state
     project: Callable = _keep_params
     validate_options: Callable[[Any], None] = _any_options
+    head_step_size: Callable[[Mapping, Any], Any] = _shared_step
     prepare_features: Callable | None = None
     prepare: Callable | None = None
     geometry: Callable | None = None
@@ -88,7 +93,7 @@ class Objective:
         if hasattr(module, "prepare") != hasattr(module, "prepare_features"):
             raise ObjectiveError(f"objective {name!r}: prepare and prepare_features come together (the features of "
                                  "the training normals are what prepare reads)")
-        optional = {n: getattr(module, n) for n in ("update_obj_state", "project", "validate_options",
+        optional = {n: getattr(module, n) for n in ("update_obj_state", "project", "validate_options", "head_step_size",
                                                      "prepare_features", "prepare", "geometry", "signed_distance")
                     if hasattr(module, n)}
         return cls(name=name, module=module, Options=module.Options, HYPERPARAMS=hps, DEFAULT_HP=defaults,

@@ -36,18 +36,35 @@ def _decay_mask(params: Any) -> Any:
             "params": {k: jax.tree.map(lambda _: k != "head", v) for k, v in inner.items()}}
 
 
-def make_optimizer(lr: Any, weight_decay: Any, milestones: tuple[int, ...] = (), gamma: float = 0.1
-                   ) -> optax.GradientTransformation:
+def _head_mask(params: Any) -> Any:
+    # The sphere's own parameters (w = 2c, b = R^2 - ||c||^2, rho): the head's step size applies to them.
+    return {**jax.tree.map(lambda _: False, params),
+            "params": {k: jax.tree.map(lambda _: k == "head", v) for k, v in params["params"].items()}}
+
+
+def _not_head(params: Any) -> Any:
+    return jax.tree.map(lambda m: not m, _head_mask(params))
+
+
+def make_optimizer(lr: Any, weight_decay: Any, milestones: tuple[int, ...] = (), gamma: float = 0.1,
+                   head_lr: Any = None) -> optax.GradientTransformation:
     """Adam with coupled L2 weight decay (as torch ``Adam(weight_decay=...)``) and MultiStepLR.
 
     ``lr`` and ``weight_decay`` are injected hyperparameters: they live in the optimizer state,
     so they may differ per run under ``vmap``. ``milestones`` are in steps; at each the rate is
-    multiplied by ``gamma`` (``optax.piecewise_constant_schedule``).
+    multiplied by ``gamma`` (``optax.piecewise_constant_schedule``). ``head_lr`` (None: ``lr`` for every
+    weight) gives the head's parameters a step size of their own, injected per run as well, under the same
+    schedule: the sphere's radius and margin live on the scale of the data's squared distances, not of the
+    encoder's weights (``docs/method.md``, "The sphere's step size").
     """
     factor = optax.piecewise_constant_schedule(1.0, {int(m): gamma for m in milestones})
+    decay = optax.masked(optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=weight_decay),
+                         _decay_mask)
+    if head_lr is None:
+        return optax.chain(decay, optax.scale_by_adam(), optax.scale_by_schedule(factor),
+                           optax.inject_hyperparams(optax.scale)(step_size=-jnp.asarray(lr, jnp.float32)))
     return optax.chain(
-        optax.masked(optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=weight_decay), _decay_mask),
-        optax.scale_by_adam(),
-        optax.scale_by_schedule(factor),
-        optax.inject_hyperparams(optax.scale)(step_size=-jnp.asarray(lr, jnp.float32)),
+        decay, optax.scale_by_adam(), optax.scale_by_schedule(factor),
+        optax.masked(optax.inject_hyperparams(optax.scale)(step_size=-jnp.asarray(lr, jnp.float32)), _not_head),
+        optax.masked(optax.inject_hyperparams(optax.scale)(step_size=-jnp.asarray(head_lr, jnp.float32)), _head_mask),
     )

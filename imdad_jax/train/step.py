@@ -92,7 +92,7 @@ def init_run(key: jax.Array, hp: dict[str, jnp.ndarray], sample_x: jnp.ndarray, 
     method = getattr(model, "initialize", None)
     params = model.init(k_init, sample_x, method=method) if method else model.init(k_init, sample_x)
     params = merge_warm_start(params, warm_start)
-    tx = make_optimizer(hp["lr"], hp["weight_decay"], milestones, gamma)
+    tx = make_optimizer(hp["lr"], hp["weight_decay"], milestones, gamma, objective.head_step_size(hp, opts))
     return RunState(params=params, opt_state=tx.init(params), obj_state=objective.init_obj_state(opts),
                     hp=hp, key=k_run, step=jnp.zeros((), jnp.int32))
 
@@ -187,8 +187,11 @@ def make_train_step(model: nn.Module, objective: Objective, opts: Any, milestone
     then the objective's projection of the parameters. ``acc`` sums the step diagnostics on
     device so they are fetched once per epoch.
     """
-    # lr and weight decay are read from the optimizer state, so the values given here are unused.
-    tx = make_optimizer(0.0, 0.0, milestones, gamma)
+    # lr and weight decay (and the head's step size) are read from the optimizer state, so the values given here
+    # are unused; only the optimizer's structure must match init_run's.
+    zeros = {h: 0.0 for h in ("lr", "weight_decay", *objective.HYPERPARAMS)}
+    head = None if objective.head_step_size(zeros, opts) is None else 0.0
+    tx = make_optimizer(0.0, 0.0, milestones, gamma, head)
     train_mode = has_train_mode(model)
 
     def loss(params: Any, state: RunState, x_all: jnp.ndarray, idx: jnp.ndarray) -> tuple[jnp.ndarray, tuple]:
