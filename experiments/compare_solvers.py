@@ -25,11 +25,13 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import numpy as np  # noqa: E402
 
 CANDIDATES: dict[str, dict] = {
-    "paper": {"method": "imdad"},
+    "paper": {"method": "imdad", "options": {"solver": "paper"}},
     "head_lr=0.01": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.01}},
     "head_lr=0.03": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.03}},
     "head_lr=0.1": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1}},
     "head_lr=0.3": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.3}},
+    "head_lr=0.001": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.001}},
+    "head_lr=0.003": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.003}},
     "deep_sad": {"method": "deep_sad"},
 }
 

@@ -15,13 +15,14 @@ each snapshot, per run:
   run's training rows (up to 512 normals and all its labelled anomalies, the same rows at every epoch);
 * validation and test AUC.
 
-Writes ``OUT/<dataset>_<method>.json`` (every number, per run and epoch, with the config and provenance) and
+Writes ``OUT/<dataset>_<method>.json.gz`` (every number, per run and epoch, with the config and provenance) and
 ``OUT/<dataset>_<method>.png`` (median over runs, quartile band). Every config field is a flag, as in
 ``experiments/run.py`` (``--lr``, ``--nu1``, ``--center_constraint``, ...).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -181,7 +182,7 @@ def plot(tr: dict, path: Path, title: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from imdad_jax.data import load_dataset
-    from imdad_jax.io import atomic_write, provenance
+    from imdad_jax.io import provenance
     from imdad_jax.pipeline import prepare_host
 
     data = load_dataset(a.dataset, a.data_dir)
@@ -197,14 +198,18 @@ def main(argv: list[str] | None = None) -> int:
                                                            *(argv if argv is not None else sys.argv[1:])]),
               wall_s=time.perf_counter() - t0)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"{stem}.json", json.dumps(tr, indent=None, default=str) + "\n")
+    # gzipped: every run's numbers at every snapshot (a 50-run trace is about 1 MB as plain JSON)
+    tmp = out / f".{stem}.json.gz.tmp"
+    with gzip.open(tmp, "wt") as f:
+        f.write(json.dumps(tr, indent=None, default=str) + "\n")
+    tmp.replace(out / f"{stem}.json.gz")
     pe = tr["per_epoch"]
     png = plot(tr, out / f"{stem}.png", f"{a.dataset} {a.method}, lr {cfg.lr}, {cfg.epochs} epochs, "
                                        f"{len(tr['runs'])} runs (median, quartiles)")
     last = {k: float(np.nanmedian(pe[k][-1])) for k in ("frac_normals_out", "frac_anomalies_in", "radius2",
                                                          "margin2", "grad_norm_encoder", "val_auc", "test_auc")}
     print(f"{stem}: last epoch medians " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
-    print(f"wrote {out / (stem + '.json')} and {png} ({tr['wall_s']:.0f} s)")
+    print(f"wrote {out / (stem + '.json.gz')} and {png} ({tr['wall_s']:.0f} s)")
     return 0
 
 

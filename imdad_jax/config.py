@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imdad_jax.data.registry import DATASETS as _DATASET_SPECS
-from imdad_jax.data.registry import dataset_names
+from imdad_jax.data.registry import dataset_names, merge_settings
 
 IMAGE_DATASETS = dataset_names("image")
 TABULAR_DATASETS = dataset_names("tabular", "synthetic")  # k-fold CV, FC3 (paper Table I)
 DATASETS = dataset_names()
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {n: dict(s.defaults) for n, s in _DATASET_SPECS.items()}
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {n: s.config_defaults() for n, s in _DATASET_SPECS.items()}
 # The shallow baselines (imdad_jax.shallow), named here so the config validates without importing them.
 SHALLOW_METHODS = ("iforest", "kde", "ocsvm", "svdd", "sslm")
 
@@ -294,4 +294,4 @@ def make_config(preset: str = "paper", **overrides: Any) -> ExperimentConfig:
         overrides["hp"] = {**overrides.get("hp", {}), **{k: v for k, v in loose.items() if k in hp_names}}
         overrides["options"] = {**overrides.get("options", {}), **{k: v for k, v in loose.items() if k in opt_names}}
     base = DATASET_DEFAULTS.get(overrides.get("dataset", "fmnist"), {})
-    return ExperimentConfig(**{**base, **PRESETS[preset], **overrides, "preset": preset}).validate()
+    return ExperimentConfig(**merge_settings(base, PRESETS[preset], overrides, {"preset": preset})).validate()

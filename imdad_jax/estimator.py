@@ -41,6 +41,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imdad_jax.build import FLOAT32_MAX, label_pools, model_input_shape, single_run, user_hyperparams
+from imdad_jax.data.registry import KIND_DEFAULTS
 from imdad_jax.data.runs import RunData
 from imdad_jax.feature_patching import (DEFAULT_BACKBONE_FEATURES, DEFAULT_LAYERS, PATCH_METHODS, check_backbone_params,
                                         embed_images, init_backbone_params, load_backbone_params, patch_detector,
@@ -55,6 +56,11 @@ from imdad_jax.train import fit
 ENCODER_OPTIONS = tuple(n for n in inspect.signature(build_encoder).parameters
                         if n not in ("arch", "conv_features", "dense_features", "conv_impl"))
 FEATURES = ("raw", "patches")
+
+
+def method_options(obj: Any) -> tuple[str, ...]:
+    """The static options an objective takes (``DeepDetector(options=...)``)."""
+    return tuple(obj.Options._fields)
 PATCH_DENSE_FEATURES = (64, 32)  # the patch head's default widths (fit_feature_patching's)
 PATCH_BATCH_SIZE = 64
 PATCH_SCORE_CHUNK = 1024  # images scored per call with features="patches" (embedded 256 at a time)
@@ -70,6 +76,10 @@ class DeepDetector(BaseEstimator):
     "dropout": 0.1}``; also ``layer_norm``, ``residual``, ``se_attention``, ``projection``), off by default.
     Tabular ``X`` is standardised with a scaler fit on the training normals (as the paper's protocol does);
     images are scaled from uint8 to [0, 1] (float images are used as given).
+    ``options``: the method's static choices (the fields of its ``Options``, e.g. IMD-AD's ``{"solver": "paper"}``,
+    ``{"center_constraint": "multiplier"}``); what is left out follows the data's kind as in the experiments
+    (``imdad_jax.data.registry.KIND_DEFAULTS``: IMD-AD on a table takes ``solver="head_lr"``, the sphere's own
+    step size ``hyperparams["head_lr"]``; on images the paper's solver; ``docs/method.md``).
 
     ``features``: ``"raw"`` (default) trains the encoder on ``X`` itself; ``"patches"`` is feature-patching SVDD
     on images ``X`` (n, H, W[, C]): a frozen ``backbone`` (a linen module whose ``__call__`` returns a sequence
@@ -91,7 +101,7 @@ class DeepDetector(BaseEstimator):
                  encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
                  backbone_features: tuple[int, ...] = DEFAULT_BACKBONE_FEATURES, backbone_params: Any = None,
                  backbone_seed: int = 0, patch_layers: tuple[int, ...] = DEFAULT_LAYERS, patch_size: int = 3,
-                 patch_reduce: str = "max"):
+                 patch_reduce: str = "max", options: dict[str, Any] | None = None):
         self.method = method
         self.arch = arch
         self.dense_features = dense_features
@@ -112,6 +122,7 @@ class DeepDetector(BaseEstimator):
         self.patch_layers = patch_layers
         self.patch_size = patch_size
         self.patch_reduce = patch_reduce
+        self.options = options
 
     # ---- input handling -------------------------------------------------------------------------------
     def _is_image(self, x: np.ndarray) -> bool:
@@ -166,7 +177,14 @@ class DeepDetector(BaseEstimator):
         if self.method not in REGISTRY:
             raise ValueError(f"unknown method {self.method!r}; registered: {sorted(REGISTRY)}")
         obj = get_objective(self.method)
-        return obj, obj.options()
+        given = self.options or {}
+        if not isinstance(given, dict) or set(given) - set(obj.Options._fields):
+            raise ValueError(f"options must be a dict with keys among {method_options(obj)} for {self.method}, got "
+                             f"{given!r}; e.g. options={{'solver': 'paper'}}")
+        # the data's kind decides what the user left out, as the experiments' registry does (KIND_DEFAULTS)
+        shape = getattr(self, "input_shape_", None)
+        kind = "image" if shape is not None and len(shape) >= 2 else "tabular"
+        return obj, obj.options({**KIND_DEFAULTS[kind].get("options", {}), **given})
 
     def _model(self, input_shape: tuple[int, ...]):
         obj, opts = self._objective()
@@ -347,8 +365,8 @@ class DeepDetector(BaseEstimator):
         0 rows as the (mostly) normal data it describes; the methods that use labelled anomalies (imdad, deep_sad,
         dad, mdad, ...) need at least one 1, the one-class ones (deep_svdd, ...) ignore the 1 rows.
         """
-        obj, opts = self._objective()
         _, xt, data, batch = self._prepare_fit(X, y)
+        obj, opts = self._objective()  # after _prepare_fit: the options' defaults follow the data's kind
         keys = np.asarray(jax.random.PRNGKey(self.random_state))[None]
         res = fit(self._model(xt.shape[1:]), obj, opts, data, self._hp(), keys, epochs=self.epochs,
                   batch_size=batch, anomaly_share=self.anomaly_share)
@@ -651,12 +669,12 @@ class IMDAD(DeepDetector):
                  encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
                  backbone_features: tuple[int, ...] = DEFAULT_BACKBONE_FEATURES, backbone_params: Any = None,
                  backbone_seed: int = 0, patch_layers: tuple[int, ...] = DEFAULT_LAYERS, patch_size: int = 3,
-                 patch_reduce: str = "max"):
+                 patch_reduce: str = "max", options: dict[str, Any] | None = None):
         super().__init__("imdad", arch, dense_features, conv_features, epochs, batch_size, lr, weight_decay,
                          anomaly_share, hyperparams, random_state, encoder_options, features=features,
                          backbone=backbone, backbone_features=backbone_features, backbone_params=backbone_params,
                          backbone_seed=backbone_seed, patch_layers=patch_layers, patch_size=patch_size,
-                         patch_reduce=patch_reduce)
+                         patch_reduce=patch_reduce, options=options)
 
 
 __all__ = ["DeepDetector", "IMDAD", "model_input_shape"]

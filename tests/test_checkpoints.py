@@ -21,7 +21,7 @@ def _setup(lr=1e-2, n_classes=3):
     _, data, keys = one_vs_rest_runs(x, y, tuple(range(n_classes)), (0,), anomaly_fraction=0.5)
     lrs = np.full(data.n_runs, lr, np.float32) if np.isscalar(lr) else np.asarray(lr, np.float32)
     hp = {"lr": lrs, **{k: np.full(data.n_runs, v, np.float32) for k, v in
-                        dict(weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1).items()}}
+                        dict(weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1, head_lr=0.1).items()}}
     return data, keys, hp
 
 

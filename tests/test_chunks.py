@@ -21,7 +21,7 @@ def _setup(n_classes=5):
     y = np.repeat(np.arange(n_classes), 40)
     _, data, keys = one_vs_rest_runs(x, y, tuple(range(n_classes)), (0,), anomaly_fraction=0.5)
     hp = {k: np.full(data.n_runs, v, np.float32) for k, v in
-          dict(lr=1e-2, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1).items()}
+          dict(lr=1e-2, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1, head_lr=0.1).items()}
     return data, keys, hp
 
 

@@ -21,7 +21,7 @@ def test_separable_problem_reaches_high_auc_and_nu_property():
     model = build_detector("fc3", dense_features=(16, 8))
     opts = OBJ.Options()
     hp = {k: np.full(2, v, np.float32) for k, v in
-          dict(lr=1e-2, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1).items()}
+          dict(lr=1e-2, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1, head_lr=0.1).items()}
     res = fit(model, OBJ, opts, data, hp, keys, epochs=60, batch_size=50, milestones=(40, 50),
               strategy="vmap", devices=jax.devices()[:1])
     params = res.state.params

@@ -64,7 +64,7 @@ def sweep(inputs: str, devices: list | None = None, checkpoint_dir: str | None =
     data = RunData(a["x"], a["normal_pool"], a["n_valid"], a["anomaly_pool"], a["m_valid"])
     obj = get_objective("imdad")
     opts = obj.Options()
-    values = {"lr": 1e-2, "weight_decay": 1e-6, "nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1}
+    values = {"lr": 1e-2, "weight_decay": 1e-6, "nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1, "head_lr": 0.1}
     hp = {k: np.full(data.n_runs, v, np.float32) for k, v in values.items()}
     model = build_detector("fc3", dense_features=(16, 8))
     ckpt = RunCheckpointer(checkpoint_dir, every=1, fingerprint={"test": "distributed"}) if checkpoint_dir else None

@@ -90,7 +90,7 @@ def test_each_option_adds_its_parameters_and_changes_the_output(arch, option):
 
 
 def _hp(n: int) -> dict[str, np.ndarray]:
-    hp = dict(lr=1e-2, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1)
+    hp = dict(lr=1e-2, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1, head_lr=0.1)
     return {k: np.full(n, v, np.float32) for k, v in hp.items()}
 
 

@@ -12,7 +12,7 @@ OBJ = get_objective("imdad")
 
 
 def _hp(n, lr=1e-2, **kw):
-    base = dict(lr=lr, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1)
+    base = dict(lr=lr, weight_decay=1e-6, nu=0.5, nu1=0.1, nu2=0.1, dual_lr=0.1, head_lr=0.1)
     base.update(kw)
     return {k: np.full(n, v, np.float32) for k, v in base.items()}
 

@@ -204,8 +204,8 @@ SETTING_RULES = {
 # The objectives' own hyperparameters (objectives/*.validate_hp), judged as the float32 they travel as.
 HP_RULES = {
     **{k: (lambda v: 0 < v <= 1) for k in ("nu", "nu1", "nu2")},
-    **{k: (lambda v: v > 0 and math.isfinite(v)) for k in ("dual_lr", "eta", "drocc_radius", "drocc_lambda",
-                                                           "drocc_step_size")},
+    **{k: (lambda v: v > 0 and math.isfinite(v)) for k in ("dual_lr", "head_lr", "eta", "drocc_radius",
+                                                           "drocc_lambda", "drocc_step_size")},
     **{k: (lambda v: v >= 0 and math.isfinite(v)) for k in ("warmup_epochs", "mu1", "mu2")},
     "drocc_gamma": lambda v: v >= 1 and math.isfinite(v),
 }
@@ -460,8 +460,8 @@ def test_idx_damaged_bytes_give_a_data_file_error_or_a_consistent_array(a, gz, d
 
 # ---- the experiment config -----------------------------------------------------------------------------
 CONFIG_RULES = {
-    **{k: (lambda v: v > 0 and _real(v)) for k in ("lr", "dual_lr", "kappa", "eta", "drocc_radius", "drocc_lambda",
-                                                   "drocc_step_size")},
+    **{k: (lambda v: v > 0 and _real(v)) for k in ("lr", "dual_lr", "head_lr", "kappa", "eta", "drocc_radius",
+                                                   "drocc_lambda", "drocc_step_size")},
     **{k: (lambda v: v >= 0 and _real(v)) for k in ("weight_decay", "mu1", "mu2", "warmup_epochs")},
     **{k: (lambda v: 0 < v <= 1) for k in ("nu", "nu1", "nu2", "anomaly_fraction", "gamma")},
     "anomaly_share": lambda v: 0 < v < 1,

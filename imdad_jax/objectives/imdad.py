@@ -44,7 +44,7 @@ class Options(NamedTuple):
     margin_param: str = "softplus"
     center_constraint: str = "projection"
     kappa: float = 10.0
-    solver: str = "paper"
+    solver: str = "paper"  # tables get "head_lr" from the data registry's KIND_DEFAULTS
 
 
 def make_model(encoder: nn.Module, input_shape: tuple[int, ...], opts: Options) -> nn.Module:
