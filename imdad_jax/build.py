@@ -151,7 +151,7 @@ def make_split(cfg: "ExperimentConfig", dataset: Dataset) -> Split:
         return patch_split(cfg, make_split(dataclasses.replace(cfg, feature_patching=False), dataset))
     if isinstance(dataset, TabularDataset):
         ids, data, keys, test_idx, test_valid = cv_runs(dataset.x, dataset.y, cfg.classes, cfg.seeds, cfg.n_folds,
-                                                        cfg.anomaly_fraction)
+                                                        cfg.anomaly_fraction, cfg.contamination)
         labels = test_labels(dataset.y, ids, test_idx, test_valid, len(dataset.y))
         return Split(ids, data, keys, data.x, test_idx, test_valid, labels)
     x_train = preprocess_images(dataset.x_train)

@@ -77,6 +77,8 @@ class ExperimentConfig:
     # weighted sampler for Deep SAD)
     anomaly_share: float | None = _f(None, "data", "the labelled anomalies' share of each batch (default: their "
                                      "share of the training set; 0.5: balanced batches)", "float")
+    contamination: float = _f(0.0, "data", "tabular data: share of each run's training normals that are unlabelled "
+                              "anomalies (default 0: the paper's clean protocol)", "float")
     n_folds: int = _f(5, "data", "folds of the stratified k-fold CV on tabular and synthetic data (default 5)", "int")
     # images only; tabular data is always standardised on each run's training normals
     preprocess: str = _f("unit", "data", "images: unit (default: pixels in [0, 1]), standardize, gcn_minmax or zca, "
@@ -198,6 +200,10 @@ class ExperimentConfig:
                 "pass e.g. --batch_size=150")
         if not 0 < self.anomaly_fraction <= 1:
             bad(f"anomaly_fraction must lie in (0, 1], got {self.anomaly_fraction}; pass e.g. --anomaly_fraction=0.1")
+        if not 0 <= self.contamination < 1:
+            bad(f"contamination must lie in [0, 1), got {self.contamination}; e.g. --contamination=0.05")
+        if self.contamination and self.dataset not in TABULAR_DATASETS:
+            bad(f"--contamination is for tabular and synthetic data; {self.dataset} follows the image protocol")
         if self.anomaly_share is not None and not 0 < self.anomaly_share < 1:
             bad(f"anomaly_share must lie in (0, 1), got {self.anomaly_share}; pass e.g. --anomaly_share=0.5 "
                 "for balanced batches, or leave it unset for the training set's proportion")

@@ -200,6 +200,25 @@ def test_training_normals_anomalies_and_labels(card_runs):
                                   data.anomaly_pool[r_both, :data.m_valid[r_both]] - r_both * n)
 
 
+def test_contamination_mixes_unlabelled_anomalies_into_the_training_normals(datasets, card_runs):
+    d, classes, (ids, clean, _, test_idx, test_valid) = card_runs
+    n = len(d.x)
+    _, dirty, _, test_idx2, _ = cv_runs(d.x, d.y, classes, seeds=[0, 1], contamination=0.1)
+    np.testing.assert_array_equal(test_idx2, test_idx)  # the folds and the test rows are the clean protocol's
+    np.testing.assert_array_equal(dirty.anomaly_pool, clean.anomaly_pool)  # so are the labelled anomalies
+    for r, run in enumerate(ids):
+        off, k = r * n, run["normal_class"]
+        pool = dirty.normal_pool[r, :dirty.n_valid[r]] - off
+        labelled = clean.anomaly_pool[r, :clean.m_valid[r]] - off
+        dirt = pool[d.y[pool] != k]
+        assert set(pool[d.y[pool] == k]) == set(clean.normal_pool[r, :clean.n_valid[r]] - off)
+        assert not np.isin(dirt, labelled).any() and not np.isin(dirt, test_idx[r, :test_valid[r]] - off).any()
+        assert len(dirt) / len(pool) == pytest.approx(0.1, abs=0.01) or len(dirt) == (
+            np.sum(d.y[np.setdiff1d(np.arange(n), test_idx[r, :test_valid[r]] - off)] != k) - len(labelled))
+    with pytest.raises(ValueError, match="contamination must lie in"):
+        cv_runs(d.x, d.y, classes, seeds=[0], contamination=1.0)
+
+
 def test_scaler_is_fit_on_training_normals_only(datasets):
     d = datasets["bc"]
     x, y, n = d.x.copy(), d.y, len(d.x)

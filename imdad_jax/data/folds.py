@@ -39,9 +39,13 @@ def cv_key(seed: int, fold: int, normal_class: int) -> np.ndarray:
 
 
 def cv_runs(x: np.ndarray, y: np.ndarray, classes: Sequence[int], seeds: Sequence[int], n_folds: int = 5,
-            anomaly_fraction: float = 0.1
+            anomaly_fraction: float = 0.1, contamination: float = 0.0
             ) -> tuple[list[dict[str, Any]], RunData, np.ndarray, np.ndarray, np.ndarray]:
     """Every (seed, fold, normal class) run, seed-major, then fold, then class.
+
+    ``contamination``: the share of each run's training normal pool made of unlabelled anomalies (training rows
+    of the other classes that were not drawn as labelled anomalies, seeded), as in most users' data; 0 is the
+    paper's clean protocol. The scaler is then fit on the contaminated pool, as a user's would be.
 
     Returns ``(ids, data, keys, test_idx, test_valid)``: ``ids[r]`` = {"normal_class", "fold", "seed"};
     ``data.x`` (R * n, d) float32 holds R per-run scaled copies of x, and ``data``'s pools index run
@@ -56,6 +60,8 @@ def cv_runs(x: np.ndarray, y: np.ndarray, classes: Sequence[int], seeds: Sequenc
         raise ValueError("x holds NaN or inf; fill or drop those cells before cv_runs")
     if not 0 < anomaly_fraction <= 1:
         raise ValueError(f"anomaly fraction must lie in (0, 1], got {anomaly_fraction}")
+    if not 0 <= contamination < 1:
+        raise ValueError(f"contamination must lie in [0, 1), got {contamination}")
     if len(np.unique(y)) < 2:
         raise ValueError("y has a single class; the protocol needs other classes as anomalies")
     counts = {int(c): int(m) for c, m in zip(*np.unique(y, return_counts=True))}
@@ -80,6 +86,11 @@ def cv_runs(x: np.ndarray, y: np.ndarray, classes: Sequence[int], seeds: Sequenc
                 others = train[y[train] != k]
                 m = max(int(round(anomaly_fraction * len(others))), 1)
                 anom = np.sort(np.random.default_rng([int(s), f, int(k)]).choice(others, size=m, replace=False))
+                if contamination > 0:  # unlabelled anomalies among the normals, up to what is left of the others
+                    rest = np.setdiff1d(others, anom)
+                    c = min(int(round(contamination * len(norm) / (1 - contamination))), len(rest))
+                    dirt = np.random.default_rng([int(s), f, int(k), 1]).choice(rest, size=c, replace=False)
+                    norm = np.sort(np.concatenate([norm, dirt]))
                 # Fit on the training normals alone: test rows and labelled anomalies must not leak into
                 # the scaling. Zero-variance features get scale 1 from sklearn, so no division by zero.
                 scaler = StandardScaler().fit(x[norm])
