@@ -57,6 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _rounded(obj):
+    """Floats to 5 significant digits, for the file: the traces are read as curves, not to the last bit."""
+    if isinstance(obj, float):
+        return float(f"{obj:.5g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
 def _stats(values: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean, std and quartiles per run of ragged per-run values."""
     return {"mean": np.array([v.mean() if len(v) else np.nan for v in values]),
@@ -174,7 +185,7 @@ def plot(tr: dict, path: Path, title: str) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
@@ -198,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
                                                            *(argv if argv is not None else sys.argv[1:])]),
               wall_s=time.perf_counter() - t0)
     out.mkdir(parents=True, exist_ok=True)
-    # gzipped: every run's numbers at every snapshot (a 50-run trace is about 1 MB as plain JSON)
+    # gzipped, 5 significant digits: every run's numbers at every snapshot (a 50-run trace is ~1 MB as plain JSON)
     tmp = out / f".{stem}.json.gz.tmp"
     with gzip.open(tmp, "wt") as f:
-        f.write(json.dumps(tr, indent=None, default=str) + "\n")
+        f.write(json.dumps(_rounded(tr), indent=None, default=str) + "\n")
     tmp.replace(out / f"{stem}.json.gz")
     pe = tr["per_epoch"]
-    png = plot(tr, out / f"{stem}.png", f"{a.dataset} {a.method}, lr {cfg.lr}, {cfg.epochs} epochs, "
+    solver = cfg.options.get("solver", "paper") if a.method == "imdad" else "-"
+    png = plot(tr, out / f"{stem}.png", f"{a.dataset} {a.method} ({solver}), lr {cfg.lr}, {cfg.epochs} epochs, "
                                        f"{len(tr['runs'])} runs (median, quartiles)")
     last = {k: float(np.nanmedian(pe[k][-1])) for k in ("frac_normals_out", "frac_anomalies_in", "radius2",
                                                          "margin2", "grad_norm_encoder", "val_auc", "test_auc")}
