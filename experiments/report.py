@@ -39,6 +39,20 @@ def _grid_text(grid: list) -> str:
     return ";".join(f"{n}=" + ",".join(f"{v:g}" for v in vals) for n, vals in grid)
 
 
+def setting(rec: dict) -> str:
+    """What sets the run apart from the protocol's defaults: the solver (IMD-AD), contamination, balanced batches."""
+    cfg = rec["config"]
+    opts = rec.get("options") or cfg.get("options") or {}
+    parts = []
+    if cfg.get("method") == "imdad":
+        solver = opts.get("solver", "paper")
+        parts.append(f"solver {solver}" + (f" (head_lr {rec.get('hyperparams', {}).get('head_lr', 0.1):g})"
+                                           if solver == "head_lr" else ""))
+    if cfg.get("contamination"):
+        parts.append(f"contamination {cfg['contamination']:g}")
+    return ", ".join(parts) or "-"
+
+
 def class_means(rec: dict) -> list[float]:
     """Per normal class, the mean test AUC % over its valid runs (seeds x folds)."""
     out = []
@@ -51,13 +65,14 @@ def class_means(rec: dict) -> list[float]:
 
 def summary(recs: list[tuple[Path, dict]], method: str) -> list[str]:
     """One row per results file: mean over classes beside the paper's mean and the bar."""
-    lines = ["| dataset | results file | epochs | tuned | ours (mean over classes) | paper | Deep SAD bar |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | results file | epochs | setting | tuned | ours (mean over classes) | paper | Deep SAD bar |",
+             "|---|---|---|---|---|---|---|---|"]
     for path, rec in recs:
         ds = rec["config"]["dataset"]
         paper = PAPER_TABLE2.get(ds, {}).get(method)
         shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-        lines.append(f"| {ds} | `{shown}` | {rec['config']['epochs']} | {'yes' if rec.get('tuning') else 'no'} | "
+        lines.append(f"| {ds} | `{shown}` | {rec['config']['epochs']} | {setting(rec)} | "
+                     f"{'yes' if rec.get('tuning') else 'no'} | "
                      f"{np.nanmean(class_means(rec)):.2f} | {f'{np.mean(paper):.2f}' if paper else 'n/a'} | "
                      f"{PEER_DEEP_SAD_MEAN.get(ds, 'n/a')} |")
     return lines + [""]
@@ -74,6 +89,7 @@ def section(path: Path, rec: dict, method: str) -> list[str]:
              f"{cfg['epochs']} epochs, lr {cfg['lr']}, batch {cfg['batch_size']}, seeds {cfg['seeds']}"
              + (f", {cfg.get('n_folds')}-fold CV" if any("fold" in r for r in rec["runs"]) else "")
              + (f"; batches {cfg['anomaly_share']:g} anomalies" if cfg.get("anomaly_share") else "")
+             + (f"; {setting(rec)}" if setting(rec) != "-" else "")
              + (f"; tuned per run on a validation split over `{_grid_text(rec['tuning']['grid'])}`"
                 if rec.get("tuning") else "")
              + f"; wall {rec['timing']['total_s']:.0f} s", "",
