@@ -32,6 +32,8 @@ CANDIDATES: dict[str, dict] = {
     "head_lr=0.3": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.3}},
     "head_lr=0.001": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.001}},
     "head_lr=0.003": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.003}},
+    "head_lr=0.1+nu1=0.2": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1, "nu1": 0.2}},
+    "head_lr=0.1+nu1=0.3": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1, "nu1": 0.3}},
     "deep_sad": {"method": "deep_sad"},
 }
 
