@@ -50,6 +50,12 @@ def setting(rec: dict) -> str:
                                            if solver == "head_lr" else ""))
     if cfg.get("contamination"):
         parts.append(f"contamination {cfg['contamination']:g}")
+    from imdad_jax.objectives import REGISTRY
+
+    defaults = REGISTRY[cfg["method"]].DEFAULT_HP if cfg.get("method") in REGISTRY else {}
+    given = {k: v for k, v in (rec.get("hyperparams") or {}).items()
+             if k in defaults and k != "head_lr" and v != defaults[k]}
+    parts += [f"{k} {v:g}" for k, v in given.items()]
     return ", ".join(parts) or "-"
 
 
