@@ -170,14 +170,14 @@ def _nu_sweep(cfg, split, grid, out: Path, name: str, record: dict) -> Path:
     from imdad_jax.data.runs import RunData
     from imdad_jax.evaluate import sphere_report
     from imdad_jax.experiment import fit_grid
+    from imdad_jax.tuning import tile_runs
 
     obj, opts = objective_options(cfg)
     d = split.data
     one = RunData(d.x, d.normal_pool[:1], d.n_valid[:1], d.anomaly_pool[:1], d.m_valid[:1])
     hp, res, points = fit_grid(cfg, one, split.keys[:1], grid)
     model = build_model(cfg, d.x.shape[1:])
-    data_g = RunData(d.x, *(np.repeat(a, len(points), axis=0) for a in (one.normal_pool, one.n_valid,
-                                                                        one.anomaly_pool, one.m_valid)))
+    data_g, _ = tile_runs(one, split.keys[:1], len(points))  # the sweep's runs, as fit_grid trained them
     _, nu = sphere_report(obj, opts, model, res.state.params, res.state.obj_state, hp, data_g, res.runner)
     table = ix.nu_property_grid(hp["nu1"], hp["nu2"], nu["frac_normals_out"], nu["frac_anomalies_in"], hp["nu"])
     record["nu_sweep"] = {k: np.asarray(v).tolist() for k, v in table.items()}

@@ -82,7 +82,7 @@ def trace(cfg, data, every: int, val_share: float) -> dict:
     import jax.numpy as jnp
 
     from imdad_jax.build import Split, build_model, make_split, objective_options
-    from imdad_jax.evaluate import apply_runs, auc_per_run
+    from imdad_jax.evaluate import apply_runs, auc_per_run, nu_property
     from imdad_jax.experiment import fit_runs
     from imdad_jax.interpret import select_run
     from imdad_jax.tuning import holdout, validation_auc
@@ -112,6 +112,13 @@ def trace(cfg, data, every: int, val_share: float) -> dict:
         g = jax.grad(lambda p: obj.loss(p, obj_state, model, batch, h, opts)[0])(params)
         return float(jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(g["params"]["encoder"]))))
 
+    def fractions(sn, sa, margin2):
+        # the nu-property's fractions (evaluate.nu_property); NaN for a method without a radius (Deep SAD)
+        if obj.signed_distance is None or "nu1" not in hp:
+            return {"frac_normals_out": np.full(n_runs, np.nan), "frac_anomalies_in": np.full(n_runs, np.nan)}
+        nu = nu_property(sn, sa, margin2, hp)
+        return {k: nu[k] for k in ("frac_normals_out", "frac_anomalies_in")}
+
     embed = lambda p, x: model.apply(p[0], x, method="embed")  # noqa: E731
     signed = lambda p, x: obj.signed_distance(p[0], p[1], model, x, opts)  # noqa: E731
     score = lambda p, x: obj.score(p[0], p[1], model, x, opts)  # noqa: E731
@@ -132,8 +139,7 @@ def trace(cfg, data, every: int, val_share: float) -> dict:
         zn = [np.linalg.norm(z_n[r, :train.n_valid[r]], axis=-1) for r in range(n_runs)]
         za = [np.linalg.norm(z_a[r, :train.m_valid[r]], axis=-1) for r in range(n_runs)]
         row = {"epoch": e, **geom,
-               "frac_normals_out": np.array([np.mean(s > 0) for s in sn]),
-               "frac_anomalies_in": np.array([np.mean(s < m) for s, m in zip(sa, geom["margin2"])]),
+               **fractions(sn, sa, geom["margin2"]),
                "grad_norm_encoder": np.array([encoder_grad_norm(*select_run((params, obj_state), r), r)
                                               for r in range(n_runs)])}
         for name, vals in (("znorm_normals", zn), ("znorm_anomalies", za),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from imdad_jax.config import FLOAT32_MAX
 from imdad_jax.data.fashion_mnist import ImageDataset
 from imdad_jax.data.runs import RunData
 from imdad_jax.data.tabular import TabularDataset
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from imdad_jax.config import ExperimentConfig
 
 Dataset = Union[ImageDataset, TabularDataset]
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ---- the objective ---------------------------------------------------------------------------------------------
@@ -73,14 +73,19 @@ def user_hyperparams(obj: Objective, lr: float, weight_decay: float, overrides: 
 
 # ---- the model ---------------------------------------------------------------------------------------------------
 
-def encoder_options(cfg: Any) -> dict[str, Any]:
-    """Every option ``build_encoder`` takes that ``cfg`` also holds (bias, LayerNorm, ... and whatever is added to
-    both later), so an encoder option is a model block, its ``build_encoder`` argument and a config field."""
+def encoder_option_names() -> tuple[str, ...]:
+    """The optional blocks ``build_encoder`` takes (every keyword but the widths and the convolution form): the
+    config and the estimator both pass whatever is here, so an encoder option is a model block, its
+    ``build_encoder`` argument and a config field."""
     from imdad_jax.models import build_encoder
 
-    names = set(inspect.signature(build_encoder).parameters) - {"arch", "conv_features", "dense_features",
-                                                                "conv_impl"}
-    return {n: getattr(cfg, n) for n in sorted(names) if hasattr(cfg, n)}
+    return tuple(n for n in inspect.signature(build_encoder).parameters
+                 if n not in ("arch", "conv_features", "dense_features", "conv_impl"))
+
+
+def encoder_options(cfg: Any) -> dict[str, Any]:
+    """The encoder options ``cfg`` holds (``encoder_option_names``), by name."""
+    return {n: getattr(cfg, n) for n in encoder_option_names() if hasattr(cfg, n)}
 
 
 def model_conv_impl(cfg: "ExperimentConfig") -> str:
@@ -260,6 +265,6 @@ def model_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return (*input_shape, 1) if len(input_shape) == 2 else tuple(input_shape)
 
 
-__all__ = ["Dataset", "Split", "build_model", "check_config", "encoder_options", "label_pools", "make_split",
-           "model_conv_impl", "model_input_shape", "objective_options", "per_run", "resolve_hyperparams",
-           "run_hyperparams", "single_run", "user_hyperparams"]
+__all__ = ["Dataset", "Split", "build_model", "check_config", "encoder_option_names", "encoder_options",
+           "label_pools", "make_split", "model_conv_impl", "model_input_shape", "objective_options", "per_run",
+           "resolve_hyperparams", "run_hyperparams", "single_run", "user_hyperparams"]

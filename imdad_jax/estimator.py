@@ -21,7 +21,6 @@ scikit-learn (higher = more normal, the negated ``decision_function``).
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import json
 import math
@@ -40,7 +39,7 @@ from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from imdad_jax.build import FLOAT32_MAX, label_pools, model_input_shape, single_run, user_hyperparams
+from imdad_jax.build import FLOAT32_MAX, encoder_option_names, label_pools, model_input_shape, single_run, user_hyperparams
 from imdad_jax.data.registry import KIND_DEFAULTS
 from imdad_jax.data.runs import RunData
 from imdad_jax.feature_patching import (DEFAULT_BACKBONE_FEATURES, DEFAULT_LAYERS, PATCH_METHODS, check_backbone_params,
@@ -53,8 +52,7 @@ from imdad_jax.train import fit
 
 # build_encoder's optional blocks, settable through DeepDetector(encoder_options=...): every keyword it takes but the
 # widths and the convolution form, so a new encoder option reaches the estimator without an edit here
-ENCODER_OPTIONS = tuple(n for n in inspect.signature(build_encoder).parameters
-                        if n not in ("arch", "conv_features", "dense_features", "conv_impl"))
+ENCODER_OPTIONS = encoder_option_names()
 FEATURES = ("raw", "patches")
 
 

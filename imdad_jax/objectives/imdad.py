@@ -145,6 +145,8 @@ def validate_options(opts: Options) -> None:
     """The constraint form, margin parametrisation and solver must be known; kappa > 0 and finite."""
     import math
 
+    import numpy as np
+
     from imdad_jax.models import MARGIN_PARAMS
 
     if opts.center_constraint not in CENTER_CONSTRAINTS:
@@ -154,7 +156,7 @@ def validate_options(opts: Options) -> None:
     if opts.solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {opts.solver!r}")
     if not (isinstance(opts.kappa, (int, float)) and opts.kappa > 0 and math.isfinite(opts.kappa)
-            and abs(opts.kappa) <= 3.4028234663852886e38):
+            and opts.kappa <= float(np.finfo(np.float32).max)):  # the float32 the penalty is computed in
         raise ValueError(f"kappa must be > 0 and finite, got {opts.kappa}; pass e.g. --kappa=10")
 
 
