@@ -152,19 +152,13 @@ def fit(model: nn.Module, objective: Objective, opts: Any, data: RunData, hp: di
     if steps_per_epoch is not None:
         plan = plan._replace(steps=max(1, min(plan.steps, int(steps_per_epoch))))
     milestone_steps = tuple(int(m) * plan.steps for m in milestones)
-    labels = plan.labels
-    step = make_train_step(model, objective, opts, milestone_steps, gamma, labels, plan.steps)
-    init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=milestone_steps,
-                             gamma=gamma)
     hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
     pools = (data.normal_pool.astype(np.int32), data.n_valid.astype(np.int32),
              data.anomaly_pool.astype(np.int32), data.m_valid.astype(np.int32))
-    def prepare(state, runner_, r_pad):
-        return _prepare(objective, model, opts, state, data, runner_, n_runs, r_pad)
-    prog = Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan),
-                    prepare=prepare if objective.prepare is not None else None,
-                    acc_zero=lambda one, x_dev: zeros_diagnostics(objective, model, opts, one, x_dev, labels),
-                    steps=plan.steps)
+    prog = programs(model, objective, opts, milestone_steps, float(gamma), plan)
+    if objective.prepare is not None:
+        prog = replace(prog, prepare=lambda state, runner_, r_pad: _prepare(objective, model, opts, state, data,
+                                                                            runner_, n_runs, r_pad))
 
     wanted = {int(e) for e in snapshot_epochs}
     if any(not 0 <= e <= epochs for e in wanted):
@@ -229,6 +223,24 @@ def fit(model: nn.Module, objective: Objective, opts: Any, data: RunData, hp: di
                      epoch_s=epoch_times, full_steps_per_epoch=full_steps, snapshots=snapshots, start_epoch=start)
 
 
+@functools.lru_cache(maxsize=64)
+def programs(model: nn.Module, objective: "Objective", opts: Any, milestone_steps: tuple[int, ...], gamma: float,
+             plan: BatchPlan) -> Programs:
+    """The pure per-run functions of a sweep, one object per (model, objective, options, schedule, batch plan).
+
+    Every per-run number (learning rate, weight decay, the objective's hyperparameters, the PRNG key) is an
+    argument of these functions, never a constant in them, so a later ``fit`` with the same structure gets the
+    same object back, and with it the programs its sessions compiled (``Programs.compiled``): a second estimator
+    of the same shape trains without compiling again.
+    """
+    step = make_train_step(model, objective, opts, milestone_steps, gamma, plan.labels, plan.steps)
+    init = functools.partial(init_run, model=model, objective=objective, opts=opts, milestones=milestone_steps,
+                             gamma=gamma)
+    return Programs(step=step, init=init, begin=functools.partial(begin_epoch, plan=plan), prepare=None,
+                    acc_zero=lambda one, x_dev: zeros_diagnostics(objective, model, opts, one, x_dev, plan.labels),
+                    steps=plan.steps)
+
+
 def _stack_history(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([h[k] for h in history]) for k in history[0]} if history else {}
 
@@ -238,12 +250,20 @@ def _prepare(objective: Objective, model: nn.Module, opts: Any, state: Any, data
     """Run the objective's ``prepare`` hook on the stacked state (runs padded to ``r_pad``)."""
     if objective.prepare is None:
         return state
-    feats = runner.apply(lambda p, x: objective.prepare_features(p, model, x), state.params, data.x,
-                         pad_runs(data.normal_pool, r_pad))
+    features, prepare = _prepare_programs(objective, model, opts)
+    feats = runner.apply(features, state.params, data.x, pad_runs(data.normal_pool, r_pad))
     mask = np.arange(data.normal_pool.shape[1])[None, :] < pad_runs(data.n_valid, r_pad)[:, None]
-    params, obj_state = jax.jit(jax.vmap(lambda p, o, f, m, h: objective.prepare(p, o, f, m, h, opts)))(
-        state.params, state.obj_state, jnp.asarray(feats), jnp.asarray(mask), state.hp)
+    params, obj_state = prepare(state.params, state.obj_state, jnp.asarray(feats), jnp.asarray(mask), state.hp)
     return state.replace(params=params, obj_state=obj_state)
+
+
+@functools.lru_cache(maxsize=64)
+def _prepare_programs(objective: "Objective", model: nn.Module, opts: Any) -> tuple[Callable, Callable]:
+    """The prepare hook's two functions, made once per structure so their compiled programs are reused."""
+    def features(p, x):
+        return objective.prepare_features(p, model, x)
+    prepare = jax.jit(jax.vmap(lambda p, o, f, m, h: objective.prepare(p, o, f, m, h, opts)))
+    return features, prepare
 
 
 def _measured_runner(default: Runner, prog: Programs, keys: np.ndarray, hp: dict, sample_x: jnp.ndarray,

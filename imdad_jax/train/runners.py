@@ -23,6 +23,7 @@ the sweep's real shapes, compile time apart, fastest by run-steps/s, cached per 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -134,25 +135,32 @@ class Runner:
         n_runs = jax.tree.leaves(params)[0].shape[0]
         x_dev = jnp.asarray(x)
         length = x.shape[0] if idx is None else idx.shape[1]
+        f, g = _apply_programs(self, fn)
         if self.stacked:
             if idx is None:
-                f = jax.jit(self._over_runs(fn, (0, None)))
                 parts = [f(params, x_dev[i:i + chunk]) for i in range(0, length, chunk)]
             else:
-                f = jax.jit(self._over_runs(lambda p, xs, ii: fn(p, xs[ii]), (0, None, 0)))
-                parts = [f(params, x_dev, jnp.asarray(idx[:, i:i + chunk])) for i in range(0, length, chunk)]
+                parts = [g(params, x_dev, jnp.asarray(idx[:, i:i + chunk])) for i in range(0, length, chunk)]
             return np.concatenate([np.asarray(p) for p in parts], axis=1)
-        f1 = jax.jit(fn)
-        g1 = jax.jit(lambda p, xs, ii: fn(p, xs[ii]))
         rows = []
         for r in range(n_runs):
             p_r = jax.tree.map(lambda a: a[r], params)
             if idx is None:
-                parts = [f1(p_r, x_dev[i:i + chunk]) for i in range(0, length, chunk)]
+                parts = [f(p_r, x_dev[i:i + chunk]) for i in range(0, length, chunk)]
             else:
-                parts = [g1(p_r, x_dev, jnp.asarray(idx[r, i:i + chunk])) for i in range(0, length, chunk)]
+                parts = [g(p_r, x_dev, jnp.asarray(idx[r, i:i + chunk])) for i in range(0, length, chunk)]
             rows.append(np.concatenate([np.asarray(p) for p in parts]))
         return np.stack(rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _apply_programs(runner: Runner, fn: Callable) -> tuple[Callable, Callable]:
+    """``Runner.apply``'s two programs for ``fn`` (over all rows, over each run's own rows), jitted once per
+    (runner, fn): an ``fn`` kept by its caller (a cached scorer) then compiles once per shape, not per call."""
+    if runner.stacked:
+        return (jax.jit(runner._over_runs(fn, (0, None))),
+                jax.jit(runner._over_runs(lambda p, xs, ii: fn(p, xs[ii]), (0, None, 0))))
+    return jax.jit(fn), jax.jit(lambda p, xs, ii: fn(p, xs[ii]))
 
 
 def as_runner(strategy: str | Runner) -> Runner:
@@ -307,6 +315,17 @@ def all_finite(tree: Any) -> jnp.ndarray:
     return jnp.all(jnp.stack(leaves))
 
 
+@jax.jit
+@jax.vmap
+def _finite_runs(state: Any, acc: Any) -> jnp.ndarray:
+    return all_finite((state.params, acc))
+
+
+@jax.jit
+def _finite_one(state: Any, acc: Any) -> jnp.ndarray:
+    return all_finite((state.params, acc))
+
+
 @dataclass
 class Programs:
     """The per-run pure functions a session runs: the step, init, the epoch draw, the objective's prepare hook
@@ -319,6 +338,22 @@ class Programs:
     prepare: Callable
     acc_zero: Callable
     steps: int
+    # the jitted programs of these functions, by what else shapes them (runner, sharding): sessions take them
+    # from here, so a second sweep of the same structure reuses what the first compiled (a copy made with
+    # dataclasses.replace shares the dict)
+    compiled: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``compiled[key]``, made by ``make()`` the first time."""
+        if key not in self.compiled:
+            self.compiled[key] = make()
+        return self.compiled[key]
+
+    def zeros(self, one: Any, x_dev: Any) -> dict:
+        """``acc_zero(one, x_dev)``, traced once per state structure and data shape."""
+        leaves, tree = jax.tree.flatten(one)
+        key = ("acc_zero", tree, tuple((a.shape, str(a.dtype)) for a in leaves), x_dev.shape[1:], str(x_dev.dtype))
+        return self.cached(key, lambda: self.acc_zero(one, x_dev))
 
 
 class StackedSession:
@@ -335,26 +370,29 @@ class StackedSession:
         self.put = lambda t: shd.to_global(pad_runs(t, self.r_pad), rs)  # noqa: E731
         self.x_dev = x_dev = shd.to_global(jnp.asarray(x), shd.replicated(mesh))
         self.pools = self.put(pools)
-        state = jax.jit(jax.vmap(prog.init, in_axes=(0, 0, None, 0)), out_shardings=rs)(
-            self.put(keys), self.put(hp), sample_x, self.put(warm_start) if warm_start else None)
+        init_c = prog.cached(("init", rs), lambda: jax.jit(jax.vmap(prog.init, in_axes=(0, 0, None, 0)),
+                                                           out_shardings=rs))
+        state = init_c(self.put(keys), self.put(hp), sample_x, self.put(warm_start) if warm_start else None)
         if prog.prepare is not None:
             state = prog.prepare(state, runner, self.r_pad)
         self.state = shd.to_global(state, rs)
         one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), self.state)
         self.acc0 = shd.to_global(jax.tree.map(lambda z: np.zeros((self.r_pad,) + z.shape, z.dtype),
-                                               prog.acc_zero(one, x_dev)), rs)
-        self.begin = jax.jit(jax.vmap(prog.begin), out_shardings=rs)
+                                               prog.zeros(one, x_dev)), rs)
+        self.begin = prog.cached(("begin", rs), lambda: jax.jit(jax.vmap(prog.begin), out_shardings=rs))
         specs = (P(shd.RUN_AXIS), P(shd.RUN_AXIS), P(), P(shd.RUN_AXIS))
         step_p = runner.sharded(runner.step_program(prog.step), mesh, specs, (P(shd.RUN_AXIS), P(shd.RUN_AXIS)))
-        self.step_c = jax.jit(step_p, donate_argnums=(0, 1), out_shardings=(rs, rs))
+        self.step_c = prog.cached(("step", runner, rs), lambda: jax.jit(step_p, donate_argnums=(0, 1),
+                                                                        out_shardings=(rs, rs)))
         if runner.epoch_mode == "scan":
             def epoch_fn(state, acc, x_all, idx):
                 def body(carry, idx_t):
                     return step_p(*carry, x_all, idx_t), None
                 (state, acc), _ = jax.lax.scan(body, (state, acc), jnp.swapaxes(idx, 0, 1), unroll=runner.unroll)
                 return state, acc
-            self.epoch_c = jax.jit(epoch_fn, donate_argnums=(0, 1), out_shardings=(rs, rs))
-        self.finite = jax.jit(jax.vmap(lambda s, a: all_finite((s.params, a))))
+            self.epoch_c = prog.cached(("epoch", runner, rs), lambda: jax.jit(epoch_fn, donate_argnums=(0, 1),
+                                                                              out_shardings=(rs, rs)))
+        self.finite = _finite_runs
 
     def run_steps(self, k: int) -> None:
         """``k`` steps of every run from the current state, as compiled steps (autotune's measurement); ``k = 0``
@@ -397,17 +435,18 @@ class LoopSession:
                  warm_start: Any, pools: tuple, x: np.ndarray, devices: list | None):
         n = int(keys.shape[0])
         self.runner, self.prog, self.n_runs = runner, prog, n
-        init_c = jax.jit(prog.init)
-        self.begin = jax.jit(prog.begin)
+        init_c = prog.cached("loop_init", lambda: jax.jit(prog.init))
+        self.begin = prog.cached("loop_begin", lambda: jax.jit(prog.begin))
         step = prog.step
         if runner.epoch_mode == "scan":
             def epoch_fn(state, acc, x_all, idx):
                 (state, acc), _ = jax.lax.scan(lambda c, i: (step(*c, x_all, i), None), (state, acc), idx,
                                                unroll=runner.unroll)
                 return state, acc
-            self.epoch_c = jax.jit(epoch_fn, donate_argnums=(0, 1))
-        self.step_c = jax.jit(step, donate_argnums=(0, 1))
-        self.finite = jax.jit(lambda s, a: all_finite((s.params, a)))
+            self.epoch_c = prog.cached(("loop_epoch", runner.unroll),
+                                       lambda: jax.jit(epoch_fn, donate_argnums=(0, 1)))
+        self.step_c = prog.cached("loop_step", lambda: jax.jit(step, donate_argnums=(0, 1)))
+        self.finite = _finite_one
         self.x_dev = x_dev = jnp.asarray(x)
         ws = (lambda r: jax.tree.map(lambda a: jnp.asarray(a[r]), warm_start)) if warm_start else (lambda r: None)
         self.states = [init_c(jnp.asarray(keys[r]), {k: v[r] for k, v in hp.items()}, sample_x, ws(r))
@@ -416,7 +455,7 @@ class LoopSession:
             stacked0 = prog.prepare(jax.tree.map(lambda *xs: jnp.stack(xs), *self.states), runner, n)
             self.states = [jax.tree.map(lambda a: a[r], stacked0) for r in range(n)]
         self.pools = [tuple(jnp.asarray(p[r]) for p in pools) for r in range(n)]
-        self.acc0 = prog.acc_zero(self.states[0], x_dev)
+        self.acc0 = prog.zeros(self.states[0], x_dev)
 
     def _run_one(self, st: Any, acc: Any, idx: jnp.ndarray, k: int | None = None) -> tuple[Any, Any]:
         if k is None and self.runner.epoch_mode == "scan":
