@@ -112,7 +112,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from imdad_jax.estimator import DeepDetector
 
     det = DeepDetector(method=a.method, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, random_state=a.seed,
-                       anomaly_share=a.anomaly_share, hyperparams=hyper or None)
+                       anomaly_share=a.anomaly_share, hyperparams=hyper or None, contamination=a.contamination,
+                       threshold=a.threshold)
     t0 = time.perf_counter()
     try:
         det.fit(x, y)
@@ -123,7 +124,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"error: training diverged (the loss became NaN or infinite) after {wall:.1f} s; nothing was "
               f"written. Try a smaller --lr (now {a.lr:g})", file=sys.stderr)
         return 1
-    scores, flags = det.decision_function(x), det.predict(x)
+    scores, flags = det.decision_scores_, det.labels_
     auc = _auc(y, scores)
     det.save(out)
     meta = {"format": 1, "features": names, "label_column": label_column or "label", "source": str(table.path),
@@ -133,7 +134,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     atomic_write(out / CLI_META, json.dumps(meta, indent=1) + "\n")
     scores_path = Path(a.scores) if a.scores else out / TRAIN_SCORES
-    write_scores(scores_path, scores, flags, y, label_column or "label")
+    write_scores(scores_path, scores, flags, y, label_column or "label", det.threshold_)
     _print_train_summary(a, table, names, y, label_name, det, wall, auc, flags, out, scores_path)
     return 0
 
@@ -149,7 +150,7 @@ def _print_train_summary(a: argparse.Namespace, table: Table, names: list[str], 
     print(f"trained  {a.method}, {a.epochs} epochs, lr {a.lr:g}{batch}, seed {a.seed}: {wall:.1f} s")
     geometry = [f"{k} {v:.4g}" for k, v in (("radius", det.radius_), ("margin", det.margin_)) if v is not None]
     print(f"result   training AUC {'n/a (one class)' if auc is None else f'{auc:.4f}'}; "
-          f"{int(flags.sum())} of {len(flags)} rows flagged (score > 0)"
+          f"{int(flags.sum())} of {len(flags)} rows flagged ({_rule(det)})"
           + (f"; sphere {', '.join(geometry)}" if geometry else ""))
     print(f"wrote    {out}/ (detector.json, params.msgpack, {CLI_META}) and {scores_path}")
     print(f"next     {_prog()} score --model {out} --data NEW_FILE")
@@ -180,11 +181,18 @@ def cmd_score(a: argparse.Namespace) -> int:
         print(f"note: no AUC: {e}", file=sys.stderr)
         y = None
     scores, flags = det.decision_function(x), det.predict(x)
+    attributions = None
+    if a.explain:
+        try:
+            attributions = det.explain(x)
+        except ValueError as e:  # a detector saved before explanations existed
+            raise CliError(f"--explain: {e}") from None
     out = Path(a.out) if a.out else default_scores_path(table.path)
-    write_scores(out, scores, flags, y, label_column)
+    write_scores(out, scores, flags, y, label_column, det._threshold(), attributions, names)
     auc = _auc(y, scores)
     print(f"scored   {table.n_rows} rows of {table.path} with {a.model} ({det.method}): "
-          f"{int(flags.sum())} flagged (score > 0)")
+          f"{int(flags.sum())} flagged ({_rule(det)})" + ("; attributions per feature in attr_<name> columns"
+                                                          if a.explain else ""))
     if y is not None:
         print(f"AUC      {'n/a (one class)' if auc is None else f'{auc:.4f}'} against {label_column!r} "
               f"({int(y.sum())} labelled anomalies)")
@@ -221,13 +229,24 @@ def default_scores_path(data: Path) -> Path:
     return data.with_name(data.name[:-len(kind)] + "_scores.csv")
 
 
-def write_scores(path: Path, scores: np.ndarray, flags: np.ndarray, y: np.ndarray | None, label_name: str) -> None:
-    """CSV of ``row, [label,] score, is_anomaly``; scores as %.9g, which gives back the float32 exactly."""
+def _rule(det: Any) -> str:
+    rule = getattr(det, "threshold_rule_", "sphere")
+    return f"score > {det._threshold():.6g}, threshold {rule}"
+
+
+def write_scores(path: Path, scores: np.ndarray, flags: np.ndarray, y: np.ndarray | None, label_name: str,
+                 threshold: float, attributions: np.ndarray | None = None, names: Sequence[str] = ()) -> None:
+    """CSV of ``row, [label,] score, is_anomaly, threshold[, attr_<feature>...]``; numbers as %.9g, which gives
+    back a float32 exactly. ``is_anomaly`` is ``score > threshold``; the attributions (``--explain``) are each
+    feature's share of the score (``DeepDetector.explain``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["row", *([label_name] if y is not None else []), "score", "is_anomaly"])
+    w.writerow(["row", *([label_name] if y is not None else []), "score", "is_anomaly", "threshold",
+                *(f"attr_{n}" for n in (names if attributions is not None else ()))])
+    thr = f"{threshold:.9g}"
     for i, (s, f) in enumerate(zip(scores.tolist(), flags.tolist())):
-        w.writerow([i, *([int(y[i])] if y is not None else []), f"{s:.9g}", int(f)])
+        attr = [f"{v:.6g}" for v in attributions[i].tolist()] if attributions is not None else []
+        w.writerow([i, *([int(y[i])] if y is not None else []), f"{s:.9g}", int(f), thr, *attr])
     from imdad_jax.io import atomic_write
 
     try:
@@ -270,23 +289,26 @@ TRAIN_EPILOG = """examples:
       --out model --hyperparam nu1=0.05 nu2=0.1
   {p} train --data X.npy --unlabelled --method deep_svdd --out model   # normals only, no labels
   {p} train --data data.npz --method deep_sad --anomaly_share 0.5 --out model  # arrays X and y
+  {p} train --data data.csv --contamination 0.05 --out model     # flag the top 5% of the training scores
 
 labels: 1 = a known (labelled) anomaly, 0 = normal or unlabelled (the words anomaly / normal also work).
 The detector learns the normal rows; imdad, deep_sad, dad and mdad also learn from the labelled anomalies,
 deep_svdd and the others from the normal rows alone. Feature columns are standardised on the normal rows.
 For a .npy file the last column is the label unless --labels FILE.npy or --unlabelled is given; a .npz holds
-arrays X and y. MODEL_DIR gets detector.json, params.npz, cli.json (feature names) and train_scores.csv
-(row, label, score, is_anomaly; score: higher = more anomalous, is_anomaly = score > 0).
+arrays X and y. MODEL_DIR gets detector.json, params.msgpack, cli.json (feature names) and train_scores.csv
+(row, label, score, is_anomaly, threshold; score: higher = more anomalous, is_anomaly = score > threshold).
 """
 
 SCORE_EPILOG = """examples:
   {p} score --model fraud_model --data new_transactions.csv          # -> new_transactions_scores.csv
   {p} score --model model --data week2.csv --out week2_scored.csv
+  {p} score --model model --data week2.csv --explain                 # + attr_<feature> columns
 
 The feature columns are picked from the file by the names the model was trained on, so their order may differ
 and extra columns (ids, the label) are ignored. If the file has the label column, the AUC is printed.
 Output columns: row (0-based data row), the label if present, score (higher = more anomalous),
-is_anomaly (1 when score > 0, outside the detector's boundary).
+is_anomaly (1 when score > threshold), threshold (the one chosen at training: train --threshold); with --explain,
+attr_<feature>: that feature's part of the row's score above a typical normal row (they add up to it).
 """
 
 
@@ -320,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hyperparam", nargs="+", action="extend", metavar="NAME=VALUE",
                    help="the method's own hyperparameters, e.g. nu1=0.05 nu2=0.1 (imdad's: nu, nu1, nu2, dual_lr; "
                         "each method's: docs/methods.md)")
+    t.add_argument("--contamination", type=float, default=None, metavar="SHARE",
+                   help="expected share of anomalies among the training rows, in (0, 0.5]: the top SHARE of the "
+                        "training scores is flagged (PyOD's rule); default: the detector's own boundary")
+    t.add_argument("--threshold", default="auto", choices=("auto", "sphere", "contamination", "gaussian"),
+                   help="how is_anomaly is decided: sphere (score > 0, the learned boundary), contamination (see "
+                        "--contamination), gaussian (above the mean + 3 std of the normal rows' scores); auto: "
+                        "contamination if given, else sphere for the sphere methods, gaussian for the others")
     t.add_argument("--scores", metavar="OUT.csv", help="where to write the training scores "
                                                         f"(default: MODEL_DIR/{TRAIN_SCORES})")
     t.set_defaults(func=cmd_train)
@@ -332,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "<name>_scores.csv)")
     s.add_argument("--label_column", metavar="NAME", help="label column, if present (default: the one of training)")
     s.add_argument("--labels", metavar="FILE.npy", help="labels for a .npy FILE, to print the AUC")
+    s.add_argument("--explain", action="store_true",
+                   help="add each feature's attribution to the row's score (integrated gradients from a typical "
+                        "normal row) as columns attr_<feature>")
     s.set_defaults(func=cmd_score)
     return parser
 

@@ -36,6 +36,7 @@ import numpy as np
 from flax import serialization, traverse_util
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
+from scipy import special, stats
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -48,7 +49,11 @@ from imdad_jax.feature_patching import (DEFAULT_BACKBONE_FEATURES, DEFAULT_LAYER
 from imdad_jax.models import ARCHITECTURES, build_encoder
 from imdad_jax.models.patches import PATCH_REDUCTIONS, PatchBackbone, patch_embeddings
 from imdad_jax.objectives import REGISTRY, get_objective
+from imdad_jax.interpret.attribution import DEFAULT_STEPS, integrated_gradients
+from imdad_jax.interpret.thresholds import gaussian_threshold
+from imdad_jax.io.compile_cache import enable_compile_cache
 from imdad_jax.train import fit
+from imdad_jax.train.engine import STRATEGIES
 
 # build_encoder's optional blocks, settable through DeepDetector(encoder_options=...): every keyword it takes but the
 # widths and the convolution form, so a new encoder option reaches the estimator without an edit here
@@ -59,6 +64,15 @@ FEATURES = ("raw", "patches")
 def method_options(obj: Any) -> tuple[str, ...]:
     """The static options an objective takes (``DeepDetector(options=...)``)."""
     return tuple(obj.Options._fields)
+THRESHOLDS = ("auto", "sphere", "contamination", "gaussian")
+BOUNDARY_METHODS = tuple(sorted(n for n, o in REGISTRY.items() if o.SCORE_BOUNDARY))
+DEFAULT_CONTAMINATION = 0.1  # PyOD's default, for threshold="contamination" without a contamination given
+PROBA_METHODS = ("linear", "unify")
+# the one-run compiled program that fit and fit_many share, so fit_many's run k is fit(random_state=k) exactly
+FIT_STRATEGY = "loop"
+# what fit_many copies from the detector that prepared the data to every run's detector
+FITTED_INPUT = ("input_shape_", "scaler_mean_", "scaler_scale_", "n_features_in_", "feature_names_in_",
+                "backbone_params_")
 PATCH_DENSE_FEATURES = (64, 32)  # the patch head's default widths (fit_feature_patching's)
 PATCH_BATCH_SIZE = 64
 PATCH_SCORE_CHUNK = 1024  # images scored per call with features="patches" (embedded 256 at a time)
@@ -99,7 +113,8 @@ class DeepDetector(BaseEstimator):
                  encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
                  backbone_features: tuple[int, ...] = DEFAULT_BACKBONE_FEATURES, backbone_params: Any = None,
                  backbone_seed: int = 0, patch_layers: tuple[int, ...] = DEFAULT_LAYERS, patch_size: int = 3,
-                 patch_reduce: str = "max", options: dict[str, Any] | None = None):
+                 patch_reduce: str = "max", options: dict[str, Any] | None = None,
+                 contamination: float | None = None, threshold: str = "auto"):
         self.method = method
         self.arch = arch
         self.dense_features = dense_features
@@ -121,6 +136,14 @@ class DeepDetector(BaseEstimator):
         self.patch_size = patch_size
         self.patch_reduce = patch_reduce
         self.options = options
+        self.contamination = contamination
+        self.threshold = threshold
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # y only marks the labelled anomalies; one-class methods fit X alone
+        tags.target_tags.one_d_labels = True  # one 0/1 label per row
+        return tags
 
     # ---- input handling -------------------------------------------------------------------------------
     def _is_image(self, x: np.ndarray) -> bool:
@@ -251,6 +274,15 @@ class DeepDetector(BaseEstimator):
             if "projection" in opts and not (whole(opts["projection"]) and opts["projection"] >= 0):
                 raise ValueError(f"encoder_options['projection'] must be a whole number >= 0 (0 = none), "
                                  f"got {opts['projection']!r}")
+        c = self.contamination
+        if c is not None and not (real(c) and 0 < c <= 0.5):
+            raise ValueError(f"contamination must lie in (0, 0.5] (the expected share of anomalies in the training "
+                             f"data, PyOD's convention), or None for the model's own boundary; got {c!r}")
+        if not isinstance(self.threshold, str) or self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
+        if self.threshold == "sphere" and self.method in REGISTRY and not get_objective(self.method).SCORE_BOUNDARY:
+            raise ValueError(f"threshold='sphere' needs a score with a boundary at 0 ({', '.join(BOUNDARY_METHODS)}); "
+                             f"{self.method}'s score is a distance: use threshold='gaussian' or a contamination")
         if not isinstance(self.features, str) or self.features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if self._patches():
@@ -362,26 +394,30 @@ class DeepDetector(BaseEstimator):
         0 marks a normal or an unlabelled sample (PyOD's semi-supervised convention): every method treats the
         0 rows as the (mostly) normal data it describes; the methods that use labelled anomalies (imdad, deep_sad,
         dad, mdad, ...) need at least one 1, the one-class ones (deep_svdd, ...) ignore the 1 rows.
+        Afterwards, as PyOD's detectors: ``decision_scores_`` (the training rows' scores), ``threshold_`` and
+        ``labels_`` (``decision_scores_ > threshold_``), chosen by ``threshold`` / ``contamination``.
         """
-        _, xt, data, batch = self._prepare_fit(X, y)
-        obj, opts = self._objective()  # after _prepare_fit: the options' defaults follow the data's kind
-        keys = np.asarray(jax.random.PRNGKey(self.random_state))[None]
-        res = fit(self._model(xt.shape[1:]), obj, opts, data, self._hp(), keys, epochs=self.epochs,
-                  batch_size=batch, anomaly_share=self.anomaly_share)
-        self._store(res, 0)
+        _fit_runs([self], X, y, FIT_STRATEGY)
         return self
 
     def fit_many(self, X: Any, y: Any = None, grid: dict[str, list[float]] | None = None,
-                 seeds: tuple[int, ...] | None = None) -> list["DeepDetector"]:
-        """Train every (grid point x seed) as one program over the run axis; one fitted detector per run.
+                 seeds: tuple[int, ...] | None = None, strategy: str = FIT_STRATEGY) -> list["DeepDetector"]:
+        """Train every (grid point x seed) in one call; one fitted detector per run, seeds outer, grid inner.
 
         ``grid`` varies per-run numbers only: ``lr``, ``weight_decay`` and the objective's hyperparameters
-        (e.g. ``{"lr": [1e-3, 1e-4], "nu1": [0.05, 0.1]}``); ``seeds`` the ``random_state`` values (default:
-        this detector's). Run k gives the same scores as ``clone(det).set_params(...).fit(X, y)`` with its
-        values, up to float rounding (a run's numbers do not depend on the runs beside it).
+        (e.g. ``{"lr": [1e-3, 1e-2], "nu1": [0.05, 0.1]}``); ``seeds`` the ``random_state`` values (default:
+        this detector's).
+        ``strategy="loop"`` (default) trains every run with the compiled program of a single ``fit``, so run k
+        **is** ``clone(det).set_params(...).fit(X, y)`` with its values, bit for bit. ``"vmap"`` (or ``"auto"``)
+        trains them side by side in one program over the run axis: faster with many runs, above all on an
+        accelerator (``benchmarks/bench_estimator_compile.py``), but XLA reduces a run's sums in another order
+        there than in a single fit, and training amplifies that rounding: the same model up to float rounding,
+        not the same numbers.
         """
         from sklearn.base import clone
 
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         obj, _ = self._objective()
         grid = dict(grid or {})
         bad = set(grid) - {"lr", "weight_decay", *obj.HYPERPARAMS}
@@ -399,23 +435,29 @@ class DeepDetector(BaseEstimator):
                 det.set_params(random_state=int(seed), hyperparams=hyper or None,
                                **{k: v for k, v in pt.items() if k in ("lr", "weight_decay")})
                 runs.append(det)
-        hps = [det._hp() for det in runs]
-        hp = {k: np.concatenate([h[k] for h in hps]) for k in hps[0]}
-        first = runs[0]
-        x, xt, data, batch = first._prepare_fit(X, y)
-        data = single_run(data.x, data.normal_pool[0, :data.n_valid[0]], data.anomaly_pool[0, :data.m_valid[0]],
-                          n_runs=len(runs))
-        keys = np.stack([np.asarray(jax.random.PRNGKey(det.random_state)) for det in runs])
-        obj, opts = first._objective()
-        res = fit(first._model(xt.shape[1:]), obj, opts, data, hp, keys, epochs=self.epochs, batch_size=batch,
-                  anomaly_share=self.anomaly_share)
-        for r, det in enumerate(runs):
-            for attr in ("input_shape_", "scaler_mean_", "scaler_scale_", "n_features_in_", "feature_names_in_",
-                         "backbone_params_"):
-                if hasattr(first, attr):
-                    setattr(det, attr, getattr(first, attr))
-            det._store(res, r)
+        _fit_runs(runs, X, y, strategy)
         return runs
+
+    # ---- thresholds (PyOD's conventions) ------------------------------------------------------------------
+    def _threshold_rule(self) -> str:
+        if self.threshold != "auto":
+            return self.threshold
+        if self.contamination is not None:
+            return "contamination"
+        return "sphere" if get_objective(self.method).SCORE_BOUNDARY else "gaussian"
+
+    def _set_threshold(self, normals: np.ndarray) -> None:
+        """``threshold_`` by this detector's rule from its training scores, and ``labels_`` from it: the one
+        place that decides what ``predict`` flags."""
+        scores, rule = self.decision_scores_, self._threshold_rule()
+        if rule == "sphere":
+            thr = 0.0
+        elif rule == "contamination":  # PyOD's rule: the top share of the training scores
+            thr = float(np.percentile(scores, 100.0 * (1.0 - (self.contamination or DEFAULT_CONTAMINATION))))
+        else:  # mean + 3 std of the training normals' scores: adapts to the data, needs no anomaly count
+            thr = gaussian_threshold(scores, scores[normals]).threshold if len(normals) > 1 else float(scores.max())
+        self.threshold_, self.threshold_rule_ = float(thr), rule
+        self.labels_ = (scores > self.threshold_).astype(np.int64)
 
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, RunData, int]:
         """Validate the settings, X and y, fit the scaler on the normals, and build one run's data."""
@@ -467,20 +509,101 @@ class DeepDetector(BaseEstimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly scores, higher = more anomalous (> 0 outside the model's own boundary for sphere methods)."""
         check_is_fitted(self, "params_")
+        return self._scores(self._transform(self._check_x(X, fitting=False)))
+
+    def _scores(self, xt: np.ndarray, embedded: bool = False) -> np.ndarray:
+        """Scores of rows already transformed (``_transform``; with ``features="patches"`` and ``embedded``, of
+        their patch embeddings), a block at a time with a compiled scorer."""
         obj, opts = self._objective()
-        xt = self._transform(self._check_x(X, fitting=False))
         if self._patches():  # embedded and scored a block at a time, both programs compiled once (cached)
             score = _scorer(self.method, self._model(()), opts)
+            embed = (lambda e: e) if embedded else self._embed
             return np.concatenate([np.asarray(score(self.params_, self.obj_state_,
-                                                    self._embed(xt[i:i + PATCH_SCORE_CHUNK])))
+                                                    embed(xt[i:i + PATCH_SCORE_CHUNK])))
                                    for i in range(0, len(xt), PATCH_SCORE_CHUNK)])
         score = _scorer(self.method, self._model(model_input_shape(self.input_shape_)), opts)
         return np.concatenate([np.asarray(score(self.params_, self.obj_state_, xt[i:i + 2048]))
                                for i in range(0, len(xt), 2048)])
 
     def predict(self, X: Any) -> np.ndarray:
-        """1 for anomalies (score > 0, the model's own boundary), 0 for normals (PyOD's convention)."""
-        return (self.decision_function(X) > 0).astype(np.int64)
+        """1 for anomalies (score > ``threshold_``), 0 for normals (PyOD's convention); on the training rows
+        this is ``labels_``."""
+        return (self.decision_function(X) > self._threshold()).astype(np.int64)
+
+    def _threshold(self) -> float:
+        check_is_fitted(self, "params_")
+        if hasattr(self, "threshold_"):
+            return self.threshold_
+        if get_objective(self.method).SCORE_BOUNDARY:  # a folder saved before thresholds were stored
+            return 0.0
+        raise ValueError("this detector was saved without a threshold (an older version); fit it again")
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        """``fit(X, y)`` and the training rows' labels (``labels_``: 1 anomaly, 0 normal)."""
+        return self.fit(X, y).labels_
+
+    def predict_proba(self, X: Any, method: str = "linear", return_confidence: bool = False) -> Any:
+        """(N, 2) probabilities of [normal, anomaly] from the scores, as PyOD's ``predict_proba``: ``"linear"``
+        min-max scales by the training scores (clipped to [0, 1]); ``"unify"`` is Kriegel et al.'s Gaussian
+        scaling, ``erf((s - mean) / (std sqrt 2))`` over the training scores, clipped. Rows sum to 1.
+        ``return_confidence`` adds ``predict_confidence(X)``."""
+        check_is_fitted(self, "decision_scores_")
+        if method not in PROBA_METHODS:
+            raise ValueError(f"method must be one of {PROBA_METHODS}, got {method!r}")
+        test, train = self.decision_function(X), self.decision_scores_
+        if method == "linear":
+            span = float(train.max() - train.min())
+            p = (test - train.min()) / span if span > 0 else (test > train.max()).astype(float)
+        else:
+            std = float(train.std())
+            p = special.erf((test - train.mean()) / (std * np.sqrt(2))) if std > 0 else \
+                (test > train.mean()).astype(float)
+        p = np.clip(p, 0.0, 1.0)
+        probs = np.stack([1.0 - p, p], axis=1)
+        return (probs, self.predict_confidence(X)) if return_confidence else probs
+
+    def predict_confidence(self, X: Any) -> np.ndarray:
+        """How sure each ``predict`` is, in [0, 1] (PyOD's ExCeeD, Perini et al. 2020): the probability that the
+        label would stay the same given the training scores, with the share flagged in training
+        (``labels_.mean()``) as the contamination."""
+        check_is_fitted(self, "decision_scores_")
+        test, train = self.decision_function(X), np.sort(self.decision_scores_)
+        n = len(train)
+        below = np.searchsorted(train, test, side="right")  # training scores <= each test score
+        posterior = (1.0 + below) / (2.0 + n)
+        flagged = int(n * float(self.labels_.mean()))
+        conf = 1.0 - stats.binom.cdf(n - flagged, n, posterior)
+        pred = test > self._threshold()
+        return np.where(pred, conf, 1.0 - conf)
+
+    # ---- explanations ------------------------------------------------------------------------------------
+    def _set_explain_baseline(self, xt_normals: np.ndarray) -> None:
+        # The training normals' mean (the origin of the standardised table) is the typical normal row; where it
+        # falls outside the boundary (a ring-shaped normal class), the most normal training row stands in.
+        base = np.zeros((1, xt_normals.shape[1]), np.float32)
+        if self._scores(base)[0] > self.threshold_:
+            base = xt_normals[np.argmin(self._scores(xt_normals))][None]
+        self.explain_baseline_ = (base[0] * self.scaler_scale_ + self.scaler_mean_).astype(np.float32)
+
+    def explain(self, X: Any, steps: int = DEFAULT_STEPS) -> np.ndarray:
+        """Per-row, per-feature attributions (N, n_features) of ``decision_function``: integrated gradients
+        (``imdad_jax.interpret.attribution``) from ``explain_baseline_``, a typical normal row inside the
+        boundary (the training normals' mean). A row's attributions add up to how far its score rises above
+        the baseline's (``steps`` trapezoids of the path integral); the largest ones name the features that
+        make it anomalous. Tables only: for images, Grad-CAM (``imdad_jax.interpret.gradcam``) or, with
+        ``features="patches"``, ``patch_scores``."""
+        check_is_fitted(self, "params_")
+        if self._patches() or len(self.input_shape_) != 1:
+            raise ValueError("explain attributes a table's scores to its columns; for images use "
+                             "imdad_jax.interpret.gradcam (a CNN's evidence map) or patch_scores (features='patches')")
+        if not hasattr(self, "explain_baseline_"):
+            raise ValueError("this detector was saved without an explanation baseline (an older version); fit it "
+                             "again")
+        xt = self._transform(self._check_x(X, fitting=False))
+        base = self._transform(self.explain_baseline_[None].astype(np.float32))
+        obj, opts = self._objective()
+        score = _attribution_score(self.method, self._model(model_input_shape(self.input_shape_)), opts)
+        return integrated_gradients(score, (self.params_, self.obj_state_), xt, base, steps)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """scikit-learn's convention: higher = more normal (the negated ``decision_function``)."""
@@ -489,7 +612,8 @@ class DeepDetector(BaseEstimator):
     # ---- persistence -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to directory ``path``: ``detector.json`` (the estimator's parameters, input
-        shape, scaler) and ``params.msgpack`` (the weights and the objective's state, ``flax.serialization``).
+        shape, scaler, threshold), ``params.msgpack`` (the weights and the objective's state,
+        ``flax.serialization``) and ``train_scores.npy`` (``decision_scores_``).
 
         With ``features="patches"`` the frozen backbone's variables go into ``params.msgpack`` too (key
         ``"backbone"``), so ``load`` needs no backbone file and gives the same scores; a ``backbone_params`` path
@@ -518,6 +642,11 @@ class DeepDetector(BaseEstimator):
                 "scaler_mean": getattr(self, "scaler_mean_", np.zeros(0)).tolist(),
                 "scaler_scale": getattr(self, "scaler_scale_", np.zeros(0)).tolist(), "format": SAVE_FORMAT,
                 "feature_names_in": getattr(self, "feature_names_in_", np.zeros(0)).tolist()}
+        if hasattr(self, "explain_baseline_"):
+            meta["explain_baseline"] = self.explain_baseline_.tolist()
+        if hasattr(self, "threshold_"):
+            meta["threshold"] = {"value": self.threshold_, "rule": self.threshold_rule_}
+            np.save(path / SCORES_FILE, np.asarray(self.decision_scores_, np.float32))
         if self._patches() and params["backbone_params"] is None and self.backbone_params is not None:
             meta["backbone_params_in"] = PARAMS_FILE  # load puts the stored tree back into backbone_params
         (path / "detector.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
@@ -569,6 +698,12 @@ class DeepDetector(BaseEstimator):
         det.params_, det.obj_state_ = state["params"], state["obj_state"]
         det.diverged_ = False
         det._set_geometry()
+        if meta.get("explain_baseline"):
+            det.explain_baseline_ = np.asarray(meta["explain_baseline"], np.float32)
+        if meta.get("threshold") and (path / SCORES_FILE).is_file():  # folders saved before thresholds: predict
+            det.threshold_, det.threshold_rule_ = float(meta["threshold"]["value"]), meta["threshold"]["rule"]
+            det.decision_scores_ = np.load(path / SCORES_FILE)
+            det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
         return det
 
     def _template(self) -> dict[str, Any]:
@@ -588,8 +723,53 @@ class DeepDetector(BaseEstimator):
         return {"params": params, "obj_state": jax.eval_shape(lambda: obj.init_obj_state(opts))}
 
 
+def _fit_runs(runs: list[DeepDetector], X: Any, y: Any, strategy: str) -> None:
+    """Train ``runs`` (clones of one detector that differ in per-run numbers only) on ``X``, ``y`` in one call of
+    the engine; store each run's weights, sphere, training scores and threshold on its own detector."""
+    enable_compile_cache()  # the next process's first fit of the same shapes skips XLA (IMDAD_NO_COMPILE_CACHE)
+    first = runs[0]  # prepares the data (validation, scaler, embedding) for all: fit_many leaves self as it was
+    hps = [det._hp() for det in runs]
+    hp = {k: np.concatenate([h[k] for h in hps]) for k in hps[0]}
+    _, xt, data, batch = first._prepare_fit(X, y)
+    normals = data.normal_pool[0, :data.n_valid[0]]
+    if len(runs) > 1:
+        data = single_run(data.x, normals, data.anomaly_pool[0, :data.m_valid[0]], n_runs=len(runs))
+    keys = np.stack([np.asarray(jax.random.PRNGKey(det.random_state)) for det in runs])
+    obj, opts = first._objective()  # after _prepare_fit: the options' defaults follow the data's kind
+    res = fit(first._model(xt.shape[1:]), obj, opts, data, hp, keys, epochs=first.epochs, batch_size=batch,
+              anomaly_share=first.anomaly_share, strategy=strategy, autotune_log=None)
+    for r, det in enumerate(runs):
+        for attr in FITTED_INPUT:
+            if hasattr(first, attr) and det is not first:
+                setattr(det, attr, getattr(first, attr))
+        det._store(res, r)
+        det.decision_scores_ = det._scores(xt, embedded=True)  # xt: the transformed rows (or the embeddings)
+        det._set_threshold(normals)
+        if not det._patches() and len(det.input_shape_) == 1:
+            det._set_explain_baseline(xt[normals])
+
+
+# scikit-learn's generic checks give these a multiclass target (0, 1, 2, ...); y here marks labelled anomalies
+# with 1 and normals with 0, so fit refuses any other value with a ValueError naming them. Each of these checks'
+# own property (validation, sample-order invariance, no parameter mutation, ...) is tested on the same estimator
+# with a 0/1 target in tests/test_estimator.py.
+_MULTICLASS_Y = ("check_fit_score_takes_y", "check_estimators_overwrite_params", "check_dont_overwrite_parameters",
+                 "check_estimators_fit_returns_self", "check_readonly_memmap_input",
+                 "check_n_features_in_after_fitting", "check_positive_only_tag_during_fit",
+                 "check_estimators_dtypes", "check_dtype_object", "check_f_contiguous_array_estimator",
+                 "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_fit2d_1feature",
+                 "check_dict_unchanged", "check_fit2d_predict1d")
+
+
+def sklearn_expected_failed_checks(estimator: Any = None) -> dict[str, str]:
+    """The scikit-learn estimator checks a detector cannot meet, with the reason (for ``check_estimator(det,
+    expected_failed_checks=...)`` and ``parametrize_with_checks``)."""
+    return {name: "passes a multiclass y; y must be 0 (normal) / 1 (labelled anomaly)" for name in _MULTICLASS_Y}
+
+
 SAVE_FORMAT = 2
 PARAMS_FILE = "params.msgpack"
+SCORES_FILE = "train_scores.npy"  # decision_scores_: predict_proba and predict_confidence scale by them
 LEGACY_PARAMS_FILE = "params.npz"  # format 1: the leaves in tree order, positional
 
 
@@ -651,6 +831,14 @@ def _scorer(method: str, model: Any, opts: Any):
     return jax.jit(lambda p, s, x: obj.score(p, s, model, x, opts))
 
 
+@functools.lru_cache(maxsize=64)
+def _attribution_score(method: str, model: Any, opts: Any):
+    # the score as a function of (params, obj_state) and rows, one object per (method, model, options): the
+    # attribution program compiles once for every detector of that shape
+    obj = get_objective(method)
+    return lambda p, x: obj.score(p[0], p[1], model, x, opts)
+
+
 @functools.lru_cache(maxsize=16)
 def _patch_scorer(model: Any):
     # the (N, P) map of a feature-patching model's patch distances, compiled once per model
@@ -667,12 +855,14 @@ class IMDAD(DeepDetector):
                  encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
                  backbone_features: tuple[int, ...] = DEFAULT_BACKBONE_FEATURES, backbone_params: Any = None,
                  backbone_seed: int = 0, patch_layers: tuple[int, ...] = DEFAULT_LAYERS, patch_size: int = 3,
-                 patch_reduce: str = "max", options: dict[str, Any] | None = None):
+                 patch_reduce: str = "max", options: dict[str, Any] | None = None,
+                 contamination: float | None = None, threshold: str = "auto"):
         super().__init__("imdad", arch, dense_features, conv_features, epochs, batch_size, lr, weight_decay,
                          anomaly_share, hyperparams, random_state, encoder_options, features=features,
                          backbone=backbone, backbone_features=backbone_features, backbone_params=backbone_params,
                          backbone_seed=backbone_seed, patch_layers=patch_layers, patch_size=patch_size,
-                         patch_reduce=patch_reduce, options=options)
+                         patch_reduce=patch_reduce, options=options, contamination=contamination,
+                         threshold=threshold)
 
 
-__all__ = ["DeepDetector", "IMDAD", "model_input_shape"]
+__all__ = ["DeepDetector", "IMDAD", "model_input_shape", "sklearn_expected_failed_checks"]

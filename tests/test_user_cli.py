@@ -56,7 +56,7 @@ def test_train_writes_model_scores_and_summary(trained, capsys):
     meta = json.loads((model / "cli.json").read_text())
     assert meta["features"] == ["a", "b", "c", "d"] and meta["label_column"] == "target" and meta["rows"] == 132
     cols, rows = _read(model / "train_scores.csv")
-    assert cols == ["row", "target", "score", "is_anomaly"] and len(rows) == 132
+    assert cols == ["row", "target", "score", "is_anomaly", "threshold"] and len(rows) == 132
     assert [r["row"] for r in rows[:3]] == ["0", "1", "2"] and sum(r["target"] == "1" for r in rows) == 12
     assert {r["is_anomaly"] for r in rows} <= {"0", "1"}
     assert all((float(r["score"]) > 0) == (r["is_anomaly"] == "1") for r in rows)
@@ -73,7 +73,7 @@ def test_score_new_file_by_column_name_and_same_scores_as_training(trained, caps
     out = capsys.readouterr().out
     assert "AUC" in out and str(trained / "new_scores.csv") in out
     cols, scored = _read(trained / "new_scores.csv")
-    assert cols == ["row", "target", "score", "is_anomaly"] and len(scored) == len(rows)
+    assert cols == ["row", "target", "score", "is_anomaly", "threshold"] and len(scored) == len(rows)
     y, s = [int(r["target"]) for r in scored], [float(r["score"]) for r in scored]
     assert roc_auc_score(y, s) > 0.9
 
@@ -92,7 +92,32 @@ def test_arrays_npz_train_and_npy_score(tmp_path, capsys):
     assert main(["score", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "new.npy")]) == 0
     assert "AUC" in capsys.readouterr().out
     cols, scored = _read(tmp_path / "new_scores.csv")
-    assert cols == ["row", "label", "score", "is_anomaly"] and len(scored) == 66
+    assert cols == ["row", "label", "score", "is_anomaly", "threshold"] and len(scored) == 66
+
+
+def test_contamination_threshold_and_explain_columns(tmp_path, capsys):
+    train = _write(tmp_path / "train.csv", _rows(0))
+    assert main(["train", "--data", str(train), "--label_column", "target", "--out", str(tmp_path / "m"),
+                 "--epochs", "3", "--contamination", "0.1"]) == 0
+    assert "threshold contamination" in capsys.readouterr().out
+    _, rows = _read(tmp_path / "m" / "train_scores.csv")
+    thr = {r["threshold"] for r in rows}
+    # PyOD's rule: the (1 - contamination) percentile, interpolated, so the top share up to one row
+    assert len(thr) == 1 and abs(sum(r["is_anomaly"] == "1" for r in rows) - 0.1 * len(rows)) <= 1
+    assert all((float(r["score"]) > float(r["threshold"])) == (r["is_anomaly"] == "1") for r in rows)
+    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(train), "--explain",
+                 "--out", str(tmp_path / "x.csv")]) == 0
+    cols, scored = _read(tmp_path / "x.csv")
+    assert cols[-4:] == ["attr_a", "attr_b", "attr_c", "attr_d"]
+    from imdad_jax.estimator import DeepDetector
+    det = DeepDetector.load(tmp_path / "m")
+    base = float(det.decision_function(det.explain_baseline_[None])[0])
+    total = np.array([sum(float(r[c]) for c in cols[-4:]) for r in scored])
+    score = np.array([float(r["score"]) for r in scored])
+    np.testing.assert_allclose(total, score - base, atol=0.05 * np.abs(score - base).max())  # completeness
+    assert main(["train", "--data", str(train), "--label_column", "target", "--out", str(tmp_path / "m2"),
+                 "--contamination", "0.9"]) == 2
+    assert "contamination must lie in (0, 0.5]" in capsys.readouterr().err
 
 
 def test_help_runs_as_module():
@@ -204,4 +229,4 @@ def test_score_with_unreadable_labels_still_scores(trained, tmp_path, capsys):
     assert main(["score", "--model", str(trained / "model"), "--data", str(data)]) == 0
     captured = capsys.readouterr()
     assert "note: no AUC" in captured.err and "AUC" not in captured.out
-    assert _read(tmp_path / "u_scores.csv")[0] == ["row", "score", "is_anomaly"]
+    assert _read(tmp_path / "u_scores.csv")[0] == ["row", "score", "is_anomaly", "threshold"]

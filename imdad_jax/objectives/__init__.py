@@ -20,7 +20,8 @@ ascent and sphere projection of IMD-AD, the heuristic radius of the soft-boundar
 ``prepare_features(params, model, x)`` + ``prepare(params, obj_state, feats, mask, hp,
 opts)`` (an initial forward pass over the training normals, e.g. Deep SVDD's center),
 ``geometry(params, obj_state, opts)`` (the sphere read off the weights),
-``signed_distance(...)`` (d - R^2, for the nu-property).
+``signed_distance(...)`` (d - R^2, for the nu-property), ``SCORE_BOUNDARY = True`` (the score is > 0 exactly
+outside the model's boundary; the estimator's default threshold).
 
 Adding a method = one module + one line below; the engine, the config and the command-line flags do not change
 (a new hyperparameter becomes ``--name`` and ``hp[name]`` from ``HYPERPARAMS``, a new option from ``Options``).

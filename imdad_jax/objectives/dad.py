@@ -25,6 +25,7 @@ from imdad_jax.objectives._sphere import score_outside as score  # noqa: F401
 HYPERPARAMS = ("nu1", "nu2", "warmup_epochs")
 DEFAULT_HP = {"nu1": 0.1, "nu2": 0.1, "warmup_epochs": 10.0}
 USES_ANOMALIES = True
+SCORE_BOUNDARY = True  # score > 0 outside the sphere
 
 
 def prepare(params: Any, obj_state: Any, feats: jnp.ndarray, mask: jnp.ndarray, hp: Mapping, opts: Options):

@@ -36,6 +36,7 @@ SOLVERS = ("paper", "head_lr")
 HYPERPARAMS = ("nu", "nu1", "nu2", "dual_lr", "head_lr")
 DEFAULT_HP = {"nu": 0.5, "nu1": 0.1, "nu2": 0.1, "dual_lr": 0.1, "head_lr": 0.1}
 USES_ANOMALIES = True
+SCORE_BOUNDARY = True  # score > 0 outside the sphere
 
 
 class Options(NamedTuple):

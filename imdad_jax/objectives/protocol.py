@@ -44,7 +44,8 @@ class Objective:
     ``init_obj_state``, ``loss``, ``score``, ``validate_hp``.
     Optional, defaulted here: ``update_obj_state`` and ``project`` (identity), ``validate_options`` (accepts
     anything), ``head_step_size(hp, opts)`` (the head's own step size per run, or None: ``lr`` for every weight), ``prepare_features`` + ``prepare`` (None: no initial pass over the normals), ``geometry`` and
-    ``signed_distance`` (None: no sphere to read off the weights).
+    ``signed_distance`` (None: no sphere to read off the weights), ``SCORE_BOUNDARY`` (False: the score has no
+    boundary at 0).
     """
 
     name: str
@@ -66,6 +67,9 @@ class Objective:
     prepare: Callable | None = None
     geometry: Callable | None = None
     signed_distance: Callable | None = None
+    # whether ``score`` is > 0 exactly outside the model's own boundary (a sphere's d - R^2): the estimator's
+    # default threshold then needs no labelled anomaly and no contamination guess
+    SCORE_BOUNDARY: bool = False
 
     @property
     def __name__(self) -> str:  # the module's dotted name: messages and the autotune cache key use it
@@ -96,6 +100,8 @@ class Objective:
         optional = {n: getattr(module, n) for n in ("update_obj_state", "project", "validate_options", "head_step_size",
                                                      "prepare_features", "prepare", "geometry", "signed_distance")
                     if hasattr(module, n)}
+        if hasattr(module, "SCORE_BOUNDARY"):
+            optional["SCORE_BOUNDARY"] = bool(module.SCORE_BOUNDARY)
         return cls(name=name, module=module, Options=module.Options, HYPERPARAMS=hps, DEFAULT_HP=defaults,
                    USES_ANOMALIES=bool(module.USES_ANOMALIES), make_model=module.make_model,
                    init_obj_state=module.init_obj_state, loss=module.loss, score=module.score,
