@@ -367,6 +367,23 @@ def test_every_figure_writes_a_png(cnn, tmp_path):
         plots.nu_property_plot(ip.nu_property_grid([0.1, 0.2], [0.1, 0.1], [0.1, 0.4], [0.02, 0.01]),
                                tmp_path / "nu.png"),
         plots.threshold_metrics_plot(ip.metrics_table(decisions), tmp_path / "thresholds.png"),
+        plots.attribution_plot(rng.normal(size=(5, 12)), tmp_path / "attr.png", [f"f{j}" for j in range(12)],
+                               rows=[0, 3], top=5, scores=s),
     ]
     for path in written:
         assert _is_png(path), path
+
+
+def test_integrated_gradients_is_exact_for_a_linear_score_and_complete_for_a_curved_one():
+    w = np.array([1.0, -2.0, 0.5], np.float32)
+    linear = lambda p, x: x @ p  # noqa: E731
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    a = ip.integrated_gradients(linear, w, x, np.zeros(3, np.float32), steps=4)
+    np.testing.assert_allclose(a, x * w, rtol=1e-6)  # (x - b) * w: IG of a linear function, whatever the steps
+    square = lambda p, x: (x ** 2) @ p  # noqa: E731
+    b = np.ones(3, np.float32)
+    a = ip.integrated_gradients(square, w, x, b, steps=64)
+    np.testing.assert_allclose(a.sum(1), square(w, x) - square(w, b[None]), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(ip.top_features(np.array([[0.1, 3.0, -5.0, 1.0]]), k=2), [[1, 3]])
+    with pytest.raises(ValueError, match="steps must be"):
+        ip.integrated_gradients(linear, w, x, b, steps=0)

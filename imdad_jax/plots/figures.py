@@ -184,6 +184,37 @@ def nu_property_plot(table: Mapping[str, np.ndarray], path: str | Path, title: s
     return _save(fig, path)
 
 
+def attribution_plot(attributions: np.ndarray, path: str | Path, feature_names: Sequence[str] | None = None,
+                     rows: Sequence[int] | None = None, top: int = 8, scores: np.ndarray | None = None,
+                     title: str = "") -> Path:
+    """Horizontal bars per row of the features with the largest attributions (``DeepDetector.explain``'s
+    (N, features) output): red pushes the row's score up (towards anomalous), blue down. ``rows``: which rows
+    (default: the first six); ``top``: features per row, by absolute attribution; ``scores``: the rows' scores,
+    shown in each panel's title."""
+    a = np.asarray(attributions, float)
+    if a.ndim != 2:
+        raise ValueError(f"attributions must be (rows, features), got shape {a.shape}")
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(a.shape[1])]
+    if len(names) != a.shape[1]:
+        raise ValueError(f"{len(names)} feature names for {a.shape[1]} features")
+    rows = list(rows) if rows is not None else list(range(min(6, len(a))))
+    plt = _plt()
+    k = min(int(top), a.shape[1])
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows) + 0.6, 0.32 * k + 1.2), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        order = np.argsort(-np.abs(a[r]))[:k][::-1]
+        vals = a[r, order]
+        ax.barh(np.arange(k), vals, color=np.where(vals > 0, "#c0392b", "#2e86c1"))
+        ax.set_yticks(np.arange(k), [names[j] for j in order], fontsize=7)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"row {r}" + (f", score {float(scores[r]):.3g}" if scores is not None else ""), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def threshold_metrics_plot(table: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "",
                            metrics: Sequence[str] = ("precision", "recall", "f1", "accuracy")) -> Path:
     """Grouped bars, one group per threshold rule (``imdad_jax.interpret.metrics_table``'s output)."""
