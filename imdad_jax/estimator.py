@@ -1,8 +1,10 @@
 """A scikit-learn / PyOD-style face for users' own arrays: ``fit``, ``decision_function``, ``predict``.
 
-    from imdad_jax.estimator import IMDAD
+    from imdad_jax import IMDAD
     det = IMDAD(epochs=100).fit(X, y)          # y: 1 marks a labelled anomaly, 0 a normal sample
     scores = det.decision_function(X_new)      # higher = more anomalous; > 0 outside the model's boundary
+    det.decision_scores_, det.threshold_, det.labels_   # PyOD's attributes; predict(X) = score > threshold_
+    det.predict_proba(X_new); det.explain(X_new)        # [P(normal), P(anomaly)]; attributions per feature
     det.center_, det.radius_, det.margin_      # the sphere, read off the final layer's weights
     det.save("model_dir"); IMDAD.load("model_dir")
 
@@ -15,8 +17,10 @@ MLP head, the same sphere objectives; ``imdad_jax.feature_patching``, ``docs/met
     det = DeepDetector(method="deep_svdd", features="patches", backbone_params="bb.npz").fit(images)
     det.decision_function(images_new); det.patch_scores(images_new)   # (N,) and an (N, h, w) map
 
-Conventions follow PyOD: ``predict`` returns 1 for anomalies and 0 for normals; ``score_samples`` follows
-scikit-learn (higher = more normal, the negated ``decision_function``).
+Conventions follow PyOD: ``predict`` returns 1 for anomalies and 0 for normals, by ``threshold_`` (chosen at fit by
+``threshold`` / ``contamination``, ``docs/own_data.md``); ``score_samples`` follows scikit-learn (higher = more
+normal, the negated ``decision_function``). A fit's programs are compiled once per process and shape (a second
+estimator of the same shape compiles nothing), and ``fit_many``'s run k is ``fit(random_state=k)`` exactly.
 """
 from __future__ import annotations
 
@@ -104,6 +108,16 @@ class DeepDetector(BaseEstimator):
     tree), a path to a ``.npz`` / Orbax folder of them (``load_backbone_params``), or None for a random
     initialisation from ``backbone_seed``, **for testing the mechanics only** (no pretrained weights ship).
     The patch settings are ignored with ``features="raw"``.
+
+    ``threshold`` decides ``threshold_`` at fit (``predict`` and ``labels_`` are ``score > threshold_``):
+    ``"sphere"`` (0, the learned boundary; methods whose score has one), ``"contamination"`` (PyOD's rule: the
+    ``1 - contamination`` percentile of the training scores), ``"gaussian"`` (mean + 3 std of the training
+    normals' scores) or ``"auto"``: contamination when ``contamination`` (a share in (0, 0.5]) is given, else the
+    sphere where there is one, else gaussian.
+
+    Attributes after ``fit``: ``params_``, ``obj_state_``, ``center_``, ``radius_``, ``margin_`` (the sphere),
+    ``decision_scores_`` (N,) the training rows' scores, ``threshold_``, ``threshold_rule_``, ``labels_`` (N,),
+    ``explain_baseline_`` (features,) for tables, ``history_`` (per-epoch diagnostics), ``diverged_``.
     """
 
     def __init__(self, method: str = "imdad", arch: str = "auto", dense_features: tuple[int, ...] | None = None,
