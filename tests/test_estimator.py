@@ -237,12 +237,13 @@ def test_explain_finds_the_feature_that_makes_each_anomaly():
         return np.concatenate([xn, xa]).astype(np.float32), np.r_[np.zeros(n, int), np.ones(m, int)], j
 
     x, y, _ = make(1000, 30, 0)
-    det = IMDAD(epochs=30).fit(x, y)
     xt, yt, jt = make(0, 200, 1)
+    # the default schedule, three seeds (fit_many's runs are single fits): each seed finds the feature in >= 90%
+    hits = [float((d.explain(xt).argmax(axis=1) == jt).mean()) for d in IMDAD().fit_many(x, y, seeds=(0, 1, 2))]
+    assert min(hits) >= 0.9, hits
+    det = IMDAD().fit(x, y)
     a = det.explain(xt)
     assert a.shape == xt.shape
-    hit = float((a.argmax(axis=1) == jt).mean())
-    assert hit >= 0.9, hit
     s, s0 = det.decision_function(xt), det.decision_function(det.explain_baseline_[None])[0]
     np.testing.assert_allclose(a.sum(axis=1), s - s0, atol=0.05 * np.abs(s - s0).max())  # completeness
     with pytest.raises(ValueError, match="attributes a table.s scores"):
