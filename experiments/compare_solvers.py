@@ -34,6 +34,14 @@ CANDIDATES: dict[str, dict] = {
     "head_lr=0.003": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.003}},
     "head_lr=0.1+nu1=0.2": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1, "nu1": 0.2}},
     "head_lr=0.1+nu1=0.3": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1, "nu1": 0.3}},
+    "head_lr=0.1+share=0.5": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1},
+                              "anomaly_share": 0.5},
+    "head_lr=0.1+pretrain=50": {"method": "imdad", "options": {"solver": "head_lr"}, "hp": {"head_lr": 0.1},
+                                "pretrain_epochs": 50},
+    "head_lr=0.1+squared_hinge": {"method": "imdad", "options": {"solver": "head_lr", "hinge": "squared"},
+                                  "hp": {"head_lr": 0.1}},
+    "head_lr=0.1+smooth_hinge": {"method": "imdad", "options": {"solver": "head_lr", "hinge": "smooth"},
+                                 "hp": {"head_lr": 0.1}},
     "deep_sad": {"method": "deep_sad"},
 }
 

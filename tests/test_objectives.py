@@ -60,6 +60,20 @@ def test_imdad_lagrangian_by_hand():
     assert float(value) == pytest.approx(0.5 - 0.25 + (1.0 / 3) / 0.1, abs=1e-4)
 
 
+def test_imdad_hinge_variants_by_hand():
+    sp = math.log(math.expm1(0.5))
+    obj, _, model, params = _identity_params("imdad", radius2=0.5, rho=sp)
+    hp = _hp(obj, nu=0.5, nu1=0.1, nu2=0.1)
+    s = np.array([-0.5, 0.5, 0.5])  # the normals' d - R^2; the anomaly sits beyond R^2 + rho^2 (no slack)
+    for hinge, slack in (("squared", np.maximum(s, 0) ** 2), ("smooth", np.log1p(np.exp(s)))):
+        opts = obj.options({"hinge": hinge})
+        value, _ = obj.loss(params, obj.init_obj_state(opts), model, BATCH, hp, opts)
+        anomaly = np.log1p(np.exp(0.5 - 8.5)) if hinge == "smooth" else 0.0
+        assert float(value) == pytest.approx(0.5 - 0.25 + slack.mean() / 0.1 + anomaly / 0.1, abs=1e-4)
+    with pytest.raises(ValueError, match="hinge must be one of"):
+        obj.options({"hinge": "cubic"})
+
+
 def test_deep_svdd_loss_by_hand():
     obj, opts, model, params = _identity_params("deep_svdd")
     value, _ = obj.loss(params, obj.init_obj_state(opts), model, BATCH, _hp(obj), opts)
