@@ -111,7 +111,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     from imdad_jax.estimator import DeepDetector
 
-    det = DeepDetector(method=a.method, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, random_state=a.seed,
+    det = DeepDetector(method=a.method, epochs=a.epochs or "auto", lr=a.lr, batch_size=a.batch_size, random_state=a.seed,
                        anomaly_share=a.anomaly_share, hyperparams=hyper or None, contamination=a.contamination,
                        threshold=a.threshold)
     t0 = time.perf_counter()
@@ -122,14 +122,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     if det.diverged_:
         print(f"error: training diverged (the loss became NaN or infinite) after {wall:.1f} s; nothing was "
-              f"written. Try a smaller --lr (now {a.lr:g})", file=sys.stderr)
+              f"written. Try a smaller --lr (now {det.lr_:g})", file=sys.stderr)
         return 1
     scores, flags = det.decision_scores_, det.labels_
     auc = _auc(y, scores)
     det.save(out)
     meta = {"format": 1, "features": names, "label_column": label_column or "label", "source": str(table.path),
             "method": a.method, "rows": table.n_rows, "labelled_anomalies": int(y.sum()) if y is not None else 0,
-            "epochs": a.epochs, "train_auc": auc, "fit_seconds": round(wall, 2)}
+            "epochs": det.epochs_, "train_auc": auc, "fit_seconds": round(wall, 2)}
     from imdad_jax.io import atomic_write
 
     atomic_write(out / CLI_META, json.dumps(meta, indent=1) + "\n")
@@ -147,7 +147,7 @@ def _print_train_summary(a: argparse.Namespace, table: Table, names: list[str], 
     print(f"data     {table.path}: {table.n_rows} rows, {len(names)} features ({shown}), "
           f"{n_anom} labelled anomalies ({label_name if y is not None else 'unlabelled'})")
     batch = f", batch {a.batch_size}" if a.batch_size else ""
-    print(f"trained  {a.method}, {a.epochs} epochs, lr {a.lr:g}{batch}, seed {a.seed}: {wall:.1f} s")
+    print(f"trained  {a.method}, {det.epochs_} epochs, lr {det.lr_:g}{batch}, seed {a.seed}: {wall:.1f} s")
     geometry = [f"{k} {v:.4g}" for k, v in (("radius", det.radius_), ("margin", det.margin_)) if v is not None]
     print(f"result   training AUC {'n/a (one class)' if auc is None else f'{auc:.4f}'}; "
           f"{int(flags.sum())} of {len(flags)} rows flagged ({_rule(det)})"
@@ -333,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", metavar="FILE.npy", help="labels for a .npy FILE (else its last column)")
     t.add_argument("--method", default="imdad",
                    help="imdad, deep_sad, deep_svdd, deep_svdd_soft, dad, mdad, drocc, autoencoder, hybrid_svdd")
-    t.add_argument("--epochs", type=int, default=100, help="passes over the training rows")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training rows (default: set by the table's size; imdad: about 5,000 "
+                        "optimizer steps, 10 to 2000 epochs; the other methods: 100)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default: 3e-4 for imdad on a table, 1e-3 for the other methods)")
     t.add_argument("--batch_size", type=int, default=None, help="rows per step (default: 50)")
     t.add_argument("--seed", type=int, default=0, help="random seed (initial weights, batch order)")
     t.add_argument("--anomaly_share", type=float, default=None,

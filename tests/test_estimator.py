@@ -251,6 +251,26 @@ def test_explain_finds_the_feature_that_makes_each_anomaly():
                             np.r_[np.zeros(18, int), np.ones(2, int)]).explain(np.zeros((1, 8, 8), np.float32))
 
 
+def test_table_defaults_follow_the_data_and_older_folders_keep_their_widths(tmp_path):
+    from imdad_jax.estimator import TABLE_DEFAULTS
+    x, y = _blobs(n=400, m=20, d=40)
+    det = IMDAD().fit(x, y)
+    d = TABLE_DEFAULTS["imdad"]
+    assert det.epochs_ == round(d.steps / np.ceil(len(x) / 50)) and det.lr_ == pytest.approx(d.lr)
+    kernels = [v["kernel"].shape for v in det.params_["params"]["encoder"].values()]
+    assert [k[1] for k in kernels] == [80, 40, 20]  # (max(64, 2d), max(32, d), max(16, d // 2)) for d = 40
+    assert IMDAD(epochs=7).fit(x, y).epochs_ == 7
+    assert DeepDetector(method="deep_sad").fit(x, y).epochs_ == 100  # measured for IMD-AD only
+    # a folder from before widths followed the features: dense_features None meant FC3's (64, 32, 16)
+    old = IMDAD(epochs=2, dense_features=(64, 32, 16)).fit(x, y)
+    path = old.save(tmp_path / "old")
+    meta = json.loads((path / "detector.json").read_text())
+    meta["format"], meta["params"]["dense_features"] = 2, None
+    (path / "detector.json").write_text(json.dumps(meta))
+    back = IMDAD.load(path)
+    np.testing.assert_array_equal(back.decision_function(x), old.decision_function(x))
+
+
 def test_top_level_imports():
     import imdad_jax
     from imdad_jax import IMDAD as top, DeepDetector as top_dd
