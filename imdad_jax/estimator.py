@@ -83,12 +83,12 @@ class TableDefaults(NamedTuple):
 # IMDAD()'s defaults on tables, chosen on validation splits of 14 tables of 28 to 26,000 training rows and 8 to 100
 # features (experiments/estimator_defaults.py, results/estimator_defaults/; docs/own_data.md "Defaults"), the best
 # average rank over the tables: a fixed budget of optimizer steps rather than of epochs (a small table gets many
-# epochs, a large one few), lr 3e-4, FC3 widened for wide tables, and the sphere's own step size at 0.01 (over so
+# epochs, a large one few), lr 3e-4, FC3 widened for wide tables, and the sphere's own step size at 0.003 (over so
 # many steps 0.1 overshoots). Methods not measured there keep 100 epochs, lr 1e-3, FC3's widths and their own
 # defaults.
 TABLE_DEFAULTS = {"imdad": TableDefaults(steps=5_000, lr=3e-4, min_epochs=10, max_epochs=2000,
                                          widths=lambda d: (max(64, 2 * d), max(32, d), max(16, d // 2)),
-                                         hp={"head_lr": 0.01})}
+                                         hp={"head_lr": 0.003})}
 DEFAULT_EPOCHS = 100  # epochs="auto" for images and for the methods without TableDefaults
 DEFAULT_LR = 1e-3  # lr=None likewise
 THRESHOLDS = ("auto", "sphere", "contamination", "gaussian")
@@ -135,7 +135,7 @@ class DeepDetector(BaseEstimator):
     ``epochs``: a number, or ``"auto"`` (default): for IMD-AD on a table a budget of about 5,000 optimizer steps
     (``TABLE_DEFAULTS``: 10 to 2000 epochs by the number of rows), 100 otherwise. ``lr=None``: 3e-4 for IMD-AD on a
     table, 1e-3 otherwise. With ``dense_features=None``, IMD-AD on a table widens FC3 for wide tables,
-    ``(max(64, 2d), max(32, d), max(16, d // 2))`` for d features, and takes ``head_lr`` 0.01. All chosen on
+    ``(max(64, 2d), max(32, d), max(16, d // 2))`` for d features, and takes ``head_lr`` 0.003. All chosen on
     validation splits of 14 tables (``docs/own_data.md``, "Defaults").
 
     ``threshold`` decides ``threshold_`` at fit (``predict`` and ``labels_`` are ``score > threshold_``):
