@@ -194,9 +194,9 @@ def _f32(v) -> float:
 
 
 SETTING_RULES = {
-    "epochs": lambda v: _whole(v) and v >= 1,
+    "epochs": lambda v: v == "auto" or (_whole(v) and v >= 1),
     "batch_size": lambda v: v is None or (_whole(v) and v >= 1),
-    "lr": lambda v: _real(v) and v > 0,
+    "lr": lambda v: v is None or (_real(v) and v > 0),
     "weight_decay": lambda v: _real(v) and v >= 0,
     "anomaly_share": lambda v: v is None or (_real(v) and 0 < v < 1),
     "dense_features": lambda v: v is None or (isinstance(v, tuple) and all(_whole(w) and w >= 1 for w in v)),
@@ -211,8 +211,9 @@ HP_RULES = {
 }
 ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.floats(), st.text(max_size=2))
 # Mostly valid draws, so that accepting is tested as well as refusing.
-GOOD_SETTINGS = {"epochs": st.integers(1, 300), "batch_size": st.one_of(st.none(), st.integers(1, 500)),
-                 "lr": st.floats(1e-6, 1.0), "weight_decay": st.floats(0.0, 1.0),
+GOOD_SETTINGS = {"epochs": st.one_of(st.just("auto"), st.integers(1, 300)),
+                 "batch_size": st.one_of(st.none(), st.integers(1, 500)),
+                 "lr": st.one_of(st.none(), st.floats(1e-6, 1.0)), "weight_decay": st.floats(0.0, 1.0),
                  "anomaly_share": st.one_of(st.none(), st.floats(0.01, 0.99)),
                  "dense_features": st.one_of(st.none(), st.lists(st.integers(1, 8), max_size=3).map(tuple))}
 ANY_HP = st.one_of(st.floats(0.01, 1.0), st.floats(), st.integers(-2, 3), st.none(), st.booleans(), st.text(max_size=2))
