@@ -154,7 +154,8 @@ def _markdown(result: dict) -> str:
     device = f"{prov.get('backend', '?')}: {prov.get('devices', '?')}, {prov.get('cpu_count', '?')} CPU cores"
     lines = [f"# Five sequential fits against one fit_many ({device})", "",
              f"`{prov.get('command', '')}` at `{prov.get('git_commit', '?')}`"
-             f"{' (uncommitted changes)' if prov.get('git_dirty') else ''}, total {result['wall_s']:.0f} s; {result['config']['table']}; "
+             f"{' (uncommitted changes)' if prov.get('git_dirty') else ''}, total {result['wall_s']:.0f} s; "
+             f"{result['config']['table']}; "
              f"{result['config']['epochs']} epochs; each scenario in a fresh process, persistent compilation cache "
              "off. Wall times in seconds, on this machine, in one invocation.", "",
              "| scenario | wall s | of it compiling s | ratio to fit_many | test AUC per seed 0-4 | max score diff vs fits |",

@@ -111,9 +111,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     from imdad_jax.estimator import DeepDetector
 
-    det = DeepDetector(method=a.method, epochs=a.epochs or "auto", lr=a.lr, batch_size=a.batch_size, random_state=a.seed,
-                       anomaly_share=a.anomaly_share, hyperparams=hyper or None, contamination=a.contamination,
-                       threshold=a.threshold)
+    det = DeepDetector(method=a.method, epochs=a.epochs or "auto", lr=a.lr, batch_size=a.batch_size,
+                       random_state=a.seed, anomaly_share=a.anomaly_share, hyperparams=hyper or None,
+                       contamination=a.contamination, threshold=a.threshold)
     t0 = time.perf_counter()
     try:
         det.fit(x, y)

@@ -80,7 +80,7 @@ class TableDefaults(NamedTuple):
     hp: dict[str, float]
 
 
-# IMDAD()'s defaults on tables, chosen on validation splits of 14 tables of 28 to 26,000 training rows and 8 to 100
+# IMDAD()'s defaults on tables, chosen on validation splits of 14 tables of 28 to 24,596 training rows and 8 to 100
 # features (experiments/estimator_defaults.py, results/estimator_defaults/; docs/own_data.md "Defaults"), the best
 # average rank over the tables: a fixed budget of optimizer steps rather than of epochs (a small table gets many
 # epochs, a large one few), lr 3e-4, FC3 widened for wide tables, and the sphere's own step size at 0.003 (over so
@@ -146,12 +146,13 @@ class DeepDetector(BaseEstimator):
 
     Attributes after ``fit``: ``params_``, ``obj_state_``, ``center_``, ``radius_``, ``margin_`` (the sphere),
     ``decision_scores_`` (N,) the training rows' scores, ``threshold_``, ``threshold_rule_``, ``labels_`` (N,),
-    ``explain_baseline_`` (features,) for tables, ``epochs_`` and ``lr_`` (what ``epochs`` and ``lr`` came to), ``history_`` (per-epoch
-    diagnostics), ``diverged_``.
+    ``explain_baseline_`` (features,) for tables, ``epochs_`` and ``lr_`` (what ``epochs`` and ``lr`` came to),
+    ``history_`` (per-epoch diagnostics), ``diverged_``.
     """
 
     def __init__(self, method: str = "imdad", arch: str = "auto", dense_features: tuple[int, ...] | None = None,
-                 conv_features: tuple[int, ...] | None = None, epochs: int | str = "auto", batch_size: int | None = None,
+                 conv_features: tuple[int, ...] | None = None, epochs: int | str = "auto",
+                 batch_size: int | None = None,
                  lr: float | None = None, weight_decay: float = 1e-6, anomaly_share: float | None = None,
                  hyperparams: dict[str, float] | None = None, random_state: int = 0,
                  encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
@@ -607,6 +608,12 @@ class DeepDetector(BaseEstimator):
             return 0.0
         raise ValueError("this detector was saved without a threshold (an older version); fit it again")
 
+    def _require_training_scores(self) -> None:
+        check_is_fitted(self, "params_")
+        if not hasattr(self, "decision_scores_"):  # a folder saved before the training scores were stored
+            raise ValueError("this detector was saved without its training scores (an older version), which "
+                             "predict_proba and predict_confidence scale by; fit it again")
+
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         """``fit(X, y)`` and the training rows' labels (``labels_``: 1 anomaly, 0 normal)."""
         return self.fit(X, y).labels_
@@ -616,7 +623,7 @@ class DeepDetector(BaseEstimator):
         min-max scales by the training scores (clipped to [0, 1]); ``"unify"`` is Kriegel et al.'s Gaussian
         scaling, ``erf((s - mean) / (std sqrt 2))`` over the training scores, clipped. Rows sum to 1.
         ``return_confidence`` adds ``predict_confidence(X)``."""
-        check_is_fitted(self, "decision_scores_")
+        self._require_training_scores()
         if method not in PROBA_METHODS:
             raise ValueError(f"method must be one of {PROBA_METHODS}, got {method!r}")
         test, train = self.decision_function(X), self.decision_scores_
@@ -635,7 +642,7 @@ class DeepDetector(BaseEstimator):
         """How sure each ``predict`` is, in [0, 1] (PyOD's ExCeeD, Perini et al. 2020): the probability that the
         label would stay the same given the training scores, with the share flagged in training
         (``labels_.mean()``) as the contamination."""
-        check_is_fitted(self, "decision_scores_")
+        self._require_training_scores()
         test, train = self.decision_function(X), np.sort(self.decision_scores_)
         n = len(train)
         below = np.searchsorted(train, test, side="right")  # training scores <= each test score
@@ -924,7 +931,8 @@ class IMDAD(DeepDetector):
     """IMD-AD (the default method) with the estimator API of ``DeepDetector``."""
 
     def __init__(self, arch: str = "auto", dense_features: tuple[int, ...] | None = None,
-                 conv_features: tuple[int, ...] | None = None, epochs: int | str = "auto", batch_size: int | None = None,
+                 conv_features: tuple[int, ...] | None = None, epochs: int | str = "auto",
+                 batch_size: int | None = None,
                  lr: float | None = None, weight_decay: float = 1e-6, anomaly_share: float | None = None,
                  hyperparams: dict[str, float] | None = None, random_state: int = 0,
                  encoder_options: dict[str, Any] | None = None, features: str = "raw", backbone: Any = None,
