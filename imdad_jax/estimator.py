@@ -479,7 +479,7 @@ class DeepDetector(BaseEstimator):
         ``strategy="loop"`` (default) trains every run with the compiled program of a single ``fit``, so run k
         **is** ``clone(det).set_params(...).fit(X, y)`` with its values, bit for bit. ``"vmap"`` (or ``"auto"``)
         trains them side by side in one program over the run axis, for many runs on an accelerator (on a 2-core
-        CPU, five runs took 1.16x the default's time: ``benchmarks/results_estimator_compile.md``); XLA compiles a
+        CPU, five runs took 1.24x the default's time: ``benchmarks/results_estimator_compile.md``); XLA compiles a
         sweep of one run differently from a sweep of several, and training amplifies the rounding difference:
         the same model up to float rounding, not the same numbers.
         """
