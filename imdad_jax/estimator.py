@@ -78,17 +78,21 @@ class TableDefaults(NamedTuple):
     max_epochs: int
     widths: Callable[[int], tuple[int, ...]]
     hp: dict[str, float]
+    # nu1 = max(its default, k * contamination) when the user gives a contamination and no nu1: the nu-property's
+    # nu1 bounds the share of training rows left outside R^2, so unlabelled anomalies need it above their share
+    nu1_per_contamination: float | None = None
 
 
 # IMDAD()'s defaults on tables, chosen on validation splits of 14 tables of 28 to 24,596 training rows and 8 to 100
 # features (experiments/estimator_defaults.py, results/estimator_defaults/; docs/own_data.md "Defaults"), the best
 # average rank over the tables: a fixed budget of optimizer steps rather than of epochs (a small table gets many
 # epochs, a large one few), lr 3e-4, FC3 widened for wide tables, and the sphere's own step size at 0.003 (over so
-# many steps 0.1 overshoots). Methods not measured there keep 100 epochs, lr 1e-3, FC3's widths and their own
-# defaults.
+# many steps 0.1 overshoots). With a contamination c given, nu1 = max(0.1, 4c), chosen the same way on tables with
+# unlabelled anomalies among the training rows (experiments/estimator_contamination.py). Methods not measured there
+# keep 100 epochs, lr 1e-3, FC3's widths and their own defaults.
 TABLE_DEFAULTS = {"imdad": TableDefaults(steps=5_000, lr=3e-4, min_epochs=10, max_epochs=2000,
                                          widths=lambda d: (max(64, 2 * d), max(32, d), max(16, d // 2)),
-                                         hp={"head_lr": 0.003})}
+                                         hp={"head_lr": 0.003}, nu1_per_contamination=4.0)}
 DEFAULT_EPOCHS = 100  # epochs="auto" for images and for the methods without TableDefaults
 DEFAULT_LR = 1e-3  # lr=None likewise
 THRESHOLDS = ("auto", "sphere", "contamination", "gaussian")
@@ -135,8 +139,9 @@ class DeepDetector(BaseEstimator):
     ``epochs``: a number, or ``"auto"`` (default): for IMD-AD on a table a budget of about 5,000 optimizer steps
     (``TABLE_DEFAULTS``: 10 to 2000 epochs by the number of rows), 100 otherwise. ``lr=None``: 3e-4 for IMD-AD on a
     table, 1e-3 otherwise. With ``dense_features=None``, IMD-AD on a table widens FC3 for wide tables,
-    ``(max(64, 2d), max(32, d), max(16, d // 2))`` for d features, and takes ``head_lr`` 0.003. All chosen on
-    validation splits of 14 tables (``docs/own_data.md``, "Defaults").
+    ``(max(64, 2d), max(32, d), max(16, d // 2))`` for d features, and takes ``head_lr`` 0.003; given a
+    ``contamination`` c and no ``nu1``, it takes ``nu1 = max(0.1, 4c)`` (the share of training rows the sphere may
+    leave outside). All chosen on validation splits (``docs/own_data.md``, "Defaults").
 
     ``threshold`` decides ``threshold_`` at fit (``predict`` and ``labels_`` are ``score > threshold_``):
     ``"sphere"`` (0, the learned boundary; methods whose score has one), ``"contamination"`` (PyOD's rule: the
@@ -443,8 +448,11 @@ class DeepDetector(BaseEstimator):
         obj, _ = self._objective()
         defaults = self._table_defaults()
         lr = self.lr if self.lr is not None else (defaults.lr if defaults else DEFAULT_LR)
-        return user_hyperparams(obj, lr, self.weight_decay,
-                                {**(defaults.hp if defaults else {}), **(self.hyperparams or {})})
+        hp = dict(defaults.hp) if defaults else {}
+        if defaults and defaults.nu1_per_contamination and self.contamination is not None:
+            k, c = defaults.nu1_per_contamination, float(self.contamination)
+            hp["nu1"] = min(1.0, max(float(obj.DEFAULT_HP["nu1"]), k * c))
+        return user_hyperparams(obj, lr, self.weight_decay, {**hp, **(self.hyperparams or {})})
 
     def _epochs(self, n_rows: int, batch: int) -> int:
         """``epochs``, or for ``"auto"`` the method's step budget over this many rows (``TABLE_DEFAULTS``)."""

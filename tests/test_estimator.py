@@ -197,6 +197,8 @@ def test_pyod_predict_proba_and_confidence(pyod_case):
 def test_thresholds_by_contamination_and_gaussian(pyod_case, kw, rule):
     x, y, xt, yt, base = pyod_case
     det = IMDAD(epochs=20, **kw).fit(x, y)
+    if rule == "contamination":  # a contamination acts through the threshold and nu1 = max(0.1, 4c) only
+        base = IMDAD(epochs=20, hyperparams={"nu1": 0.4}).fit(x, y)
     np.testing.assert_array_equal(det.decision_scores_, base.decision_scores_)  # the threshold changes no weight
     assert det.threshold_rule_ == rule and (det.predict(x) == det.labels_).all()
     if rule == "contamination":
@@ -266,6 +268,12 @@ def test_table_defaults_follow_the_data_and_older_folders_keep_their_widths(tmp_
     kernels = [v["kernel"].shape for v in det.params_["params"]["encoder"].values()]
     assert [k[1] for k in kernels] == [80, 40, 20]  # (max(64, 2d), max(32, d), max(16, d // 2)) for d = 40
     assert IMDAD(epochs=7).fit(x, y).epochs_ == 7
+    # a stated contamination moves nu1 above it (nu-property), unless the user set nu1
+    nu1 = lambda det: float(det._hp()["nu1"][0])  # noqa: E731
+    fitted = IMDAD(epochs=1, contamination=0.1).fit(x, y)
+    assert nu1(fitted) == pytest.approx(0.4) and nu1(det) == pytest.approx(0.1)
+    assert nu1(IMDAD(epochs=1, contamination=0.02).fit(x, y)) == pytest.approx(0.1)
+    assert nu1(IMDAD(epochs=1, contamination=0.1, hyperparams={"nu1": 0.15}).fit(x, y)) == pytest.approx(0.15)
     assert DeepDetector(method="deep_sad").fit(x, y).epochs_ == 100  # measured for IMD-AD only
     # a folder from before widths followed the features: dense_features None meant FC3's (64, 32, 16)
     old = IMDAD(epochs=2, dense_features=(64, 32, 16)).fit(x, y)
