@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.from_json:  # the same rows and provenance; only the report is redone
         res = json.loads(gzip.decompress(Path(a.from_json).read_bytes()))
         levels = tuple(res["levels"])
-        md = markdown(summarise(res["rows"], res["deep_sad_rows"], levels, res["splits"]), res["splits"], res["provenance"],
-                      res["wall_s"], res["args"])
+        md = markdown(summarise(res["rows"], res["deep_sad_rows"], levels, res["splits"]), res["splits"],
+                      res["provenance"], res["wall_s"], res["args"])
         if not res.get("complete"):  # a run cut for time: its JSON holds the tables that finished
             done = list(dict.fromkeys(r["table"] for r in res["rows"]))
             md += (f"\nCut for time: the run was stopped after {len(done)} of {len(res['tables'])} tables; "
