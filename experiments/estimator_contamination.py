@@ -26,8 +26,6 @@ so it cannot separate the rules), the 20,000- and 50,000-row tables, and syn_d32
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +37,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import numpy as np  # noqa: E402
 
-from estimator_defaults import TABLES, Table, auc, load_table  # noqa: E402
+from estimator_defaults import (Table, auc, load_run, load_table, pick_tables, save_run,  # noqa: E402
+                                split_rows)
 
 DEVICE = "CPU (1 core of a 2-core Intel Xeon)"
 LEVELS = (0.0, 0.02, 0.05, 0.10, 0.15)
@@ -66,16 +65,9 @@ def grid_for(c: float, levels: tuple[float, ...]) -> list[float]:
 
 def contaminated_split(x: np.ndarray, y: np.ndarray, seed: int, c: float) -> dict:
     """estimator_defaults.split with share c of unlabelled anomalies kept among the fit part's y=0 rows."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    tr, te = train_test_split(idx, test_size=0.3, stratify=y, random_state=seed)
-    fit, val = train_test_split(tr, test_size=0.25, stratify=y[tr], random_state=seed)
-    # the same generator and draw as estimator_defaults.split: the labelled anomalies do not change with c
-    rng = np.random.default_rng([seed, 0x1ab])
-    anom = fit[y[fit] == 1]
-    labelled = rng.choice(anom, size=max(1, int(round(0.1 * len(anom)))), replace=False)
-    rest = np.setdiff1d(anom, labelled)
+    # the rows and labelled anomalies of estimator_defaults.split: they do not change with c
+    fit, val, te, labelled = split_rows(y, seed)
+    rest = np.setdiff1d(fit[y[fit] == 1], labelled)
     # one seeded order per (table, seed): a smaller c keeps a subset of a larger c's contaminants
     rest = np.random.default_rng([seed, 0xc0]).permutation(rest)
     normals = fit[y[fit] == 0]
@@ -281,14 +273,6 @@ def markdown(summary: dict, splits: list[dict], prov: dict, wall: float, args: d
     return "\n".join(md)
 
 
-def save(out: Path, name: str, payload: dict) -> None:
-    from imdad_jax.io import atomic_write
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"{name}.json.gz", gzip.compress(json.dumps(payload, separators=(",", ":")).encode(),
-                                                        compresslevel=9, mtime=0))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables", default=DEFAULT_TABLES, help="comma-separated names from estimator_defaults.TABLES")
@@ -302,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     from imdad_jax.io import atomic_write, provenance
 
     if a.from_json:  # the same rows and provenance; only the report is redone
-        res = json.loads(gzip.decompress(Path(a.from_json).read_bytes()))
+        res = load_run(a.from_json)
         levels = tuple(res["levels"])
         md = markdown(summarise(res["rows"], res["deep_sad_rows"], levels, res["splits"]), res["splits"],
                       res["provenance"], res["wall_s"], res["args"])
@@ -317,14 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     from imdad_jax.pipeline import prepare_host
 
     prepare_host()
-    known = {t.name: t for t in TABLES}
-    tables = [known[n] for n in a.tables.split(",") if n]
+    tables = pick_tables(a.tables)
     seeds = tuple(int(s) for s in a.seeds.split(","))
     levels = tuple(float(c) for c in a.levels.split(","))
     prov = provenance(["python", "experiments/estimator_contamination.py", *(argv if argv is not None
                                                                              else sys.argv[1:])])
     prov["device"] = DEVICE
     out = Path(a.out_dir)
+    path = out / f"{a.name}.json.gz"
     t_all = time.perf_counter()
     rows, bar, splits = [], [], []
     for t in tables:
@@ -332,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
         bar += b
         splits += s
-        save(out, a.name, {"rows": rows, "deep_sad_rows": bar, "splits": splits, "levels": list(levels),
-                           "tables": [t.__dict__ for t in tables], "args": vars(a), "provenance": prov,
-                           "wall_s": time.perf_counter() - t_all, "complete": False})
+        save_run(path, {"rows": rows, "deep_sad_rows": bar, "splits": splits, "levels": list(levels),
+                        "tables": [t.__dict__ for t in tables], "args": vars(a), "provenance": prov,
+                        "wall_s": time.perf_counter() - t_all, "complete": False})
     wall = time.perf_counter() - t_all
     summary = summarise(rows, bar, levels, splits)
-    save(out, a.name, {"rows": rows, "deep_sad_rows": bar, "splits": splits, "levels": list(levels),
-                       "tables": [t.__dict__ for t in tables], "args": vars(a), "provenance": prov, "wall_s": wall,
-                       "summary": summary, "complete": True})
+    save_run(path, {"rows": rows, "deep_sad_rows": bar, "splits": splits, "levels": list(levels),
+                    "tables": [t.__dict__ for t in tables], "args": vars(a), "provenance": prov, "wall_s": wall,
+                    "summary": summary, "complete": True})
     md = markdown(summary, splits, prov, wall, vars(a))
     atomic_write(out / f"{a.name}.md", md)
     print(md)

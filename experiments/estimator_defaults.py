@@ -159,8 +159,9 @@ def load_table(t: Table) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def split(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Fit rows with their training labels, validation and test rows with their true labels."""
+def split_rows(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices (fit, validation, test, labelled anomalies among fit): 70/30, then 75/25, then a seeded 10%
+    (at least one) of the fit anomalies labelled."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(y))
@@ -169,6 +170,12 @@ def split(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, 0x1ab])
     anom = fit[y[fit] == 1]
     labelled = rng.choice(anom, size=max(1, int(round(0.1 * len(anom)))), replace=False)
+    return fit, val, te, labelled
+
+
+def split(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Fit rows with their training labels, validation and test rows with their true labels."""
+    fit, val, te, labelled = split_rows(y, seed)
     keep = np.sort(np.concatenate([fit[y[fit] == 0], labelled]))  # the clean setting: unlabelled anomalies dropped
     return {"x_fit": x[keep], "y_fit": y[keep], "x_val": x[val], "y_val": y[val], "x_test": x[te], "y_test": y[te]}
 
@@ -357,6 +364,28 @@ def markdown(summary: dict, tables: list[str], timing: list[dict], prov: dict, w
     return "\n".join(md)
 
 
+
+def pick_tables(names: str) -> list[Table]:
+    """``TABLES`` by comma-separated name (``--tables``), in the order given."""
+    known = {t.name: t for t in TABLES}
+    unknown = [n for n in names.split(",") if n and n not in known]
+    if unknown:
+        raise SystemExit(f"unknown tables {unknown}; known: {', '.join(known)}")
+    return [known[n] for n in names.split(",") if n]
+
+
+def save_run(path: Path, payload: dict) -> None:
+    """A run's rows as compact gzipped JSON (``--from_json`` reads it back with ``load_run``)."""
+    from imdad_jax.io import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), compresslevel=9, mtime=0))
+
+
+def load_run(path: str | Path) -> dict:
+    return json.loads(gzip.decompress(Path(path).read_bytes()))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables", default=",".join(t.name for t in TABLES))
@@ -378,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [(sch, w, float(lr), float(h)) for sch, w, lr, h in
              (c.split("/") for c in a.show.split(";") if c)]
     if a.from_json:  # the same run's numbers and provenance, only the report's choice of columns changes
-        res = json.loads(gzip.decompress(Path(a.from_json).read_bytes()))
+        res = load_run(a.from_json)
         md = markdown(res["summary"], [t["name"] for t in res["tables"]], res["timing"], res["provenance"],
                       res["wall_s"], res["args"], res["schedules"], extra)
         atomic_write(Path(a.from_json.removesuffix(".json.gz") + ".md"), md)
@@ -388,8 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     from imdad_jax.pipeline import prepare_host
 
     prepare_host()
-    known = {t.name: t for t in TABLES}
-    tables = [known[n] for n in a.tables.split(",") if n]
+    tables = pick_tables(a.tables)
     schedules, widths = [s for s in a.schedules.split(",") if s], [w for w in a.widths.split(",") if w]
     seeds = tuple(int(s) for s in a.seeds.split(","))
     desc: dict[str, dict[str, str]] = {}
@@ -413,12 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance(["python", "experiments/estimator_defaults.py", *(argv if argv is not None else sys.argv[1:])])
     prov["device"] = DEVICE
     out = Path(a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"{a.name}.json.gz", gzip.compress(json.dumps(
-        {"summary": summary, "rows": rows, "deep_sad_rows": bar, "timing": timing,
-         "tables": [t.__dict__ for t in tables],
-         "schedules": desc, "grid": grid, "today": list(TODAY), "args": vars(a), "provenance": prov, "wall_s": wall},
-        separators=(",", ":")).encode(), compresslevel=9, mtime=0))
+    save_run(out / f"{a.name}.json.gz",
+             {"summary": summary, "rows": rows, "deep_sad_rows": bar, "timing": timing,
+              "tables": [t.__dict__ for t in tables], "schedules": desc, "grid": grid, "today": list(TODAY),
+              "args": vars(a), "provenance": prov, "wall_s": wall})
     md = markdown(summary, names, timing, prov, wall, vars(a), desc, extra)
     atomic_write(out / f"{a.name}.md", md)
     print(md)
